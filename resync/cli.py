@@ -1,0 +1,198 @@
+"""The command line. The only place that turns errors into messages and exit codes.
+
+Exit codes: 0 done, 1 a step failed (state is in the journal), 2 bad input (nothing changed),
+3 refused by a gate (preflight, window), 130 aborted by the operator.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from resync.runbook import LoadedRunbook
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_ABORTED = 1, 2, 3, 130
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _guard(fn: Callable[..., None]) -> Callable[..., None]:
+    """Run a command, mapping resync errors to a message and an exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from resync.errors import ResyncError
+
+        err = Console(stderr=True, highlight=False)
+        try:
+            fn(*args, **kwargs)
+        except ResyncError as exc:
+            err.print(f"[bold red]resync:[/bold red] {exc}", markup=True, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("[bold red]resync:[/bold red] interrupted")
+            sys.exit(EXIT_ABORTED)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="resync")
+def main() -> None:
+    """Rebuild one MySQL/MariaDB server of a primary-replica pair from the other."""
+
+
+def _load(path: str) -> LoadedRunbook:
+    from resync.runbook import load_runbook
+
+    return load_runbook(path)
+
+
+@main.command()
+@click.argument("runbook", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
+@click.option("--server-version", "server_version", metavar="ROLE=VERSION,...",
+              help="render SQL for these versions, e.g. donor=mariadb-10.11,recipient=mysql-8.4")
+@click.option("--detect", is_flag=True, help="connect (5 s timeout) to read the real versions")
+@_guard
+def plan(runbook: str, fmt: str, server_version: str | None, detect: bool) -> None:
+    """Print every step, host, SQL statement and command, without connecting anywhere."""
+    from resync.plan import assumed_facts, build_plan, parse_version_overrides
+    from resync.render import render_json, render_markdown, render_text
+
+    loaded = _load(runbook)
+    if detect:
+        from resync.runner import detected_plan
+
+        the_plan = detected_plan(loaded, timeout=5.0)
+    else:
+        versions = parse_version_overrides(server_version, loaded)
+        the_plan = build_plan(loaded, assumed_facts(loaded, versions))
+    if fmt == "json":
+        click.echo(render_json(the_plan), nl=False)
+    elif fmt == "markdown":
+        click.echo(render_markdown(the_plan), nl=False)
+    else:
+        render_text(the_plan, _console())
+
+
+@main.command()
+@click.argument("runbook", type=click.Path(dir_okay=False))
+@_guard
+def check(runbook: str) -> None:
+    """Run the preflight checks alone: a table of pass/fail with the reason."""
+    from rich.table import Table
+
+    from resync.errors import GateRefused
+    from resync.runner import require_secrets, scratch_context
+    from resync.steps.preflight import run_checks
+
+    loaded = _load(runbook)
+    require_secrets(loaded)
+    ctx = scratch_context(loaded)
+    try:
+        results = run_checks(ctx, loaded)
+    finally:
+        ctx.close()
+    table = Table(title=f"preflight: {loaded.model.name}")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+    _console().print(table)
+    if not all(r.ok for r in results):
+        raise GateRefused("preflight failed (nothing was changed)")
+
+
+@main.command()
+@click.argument("runbook", type=click.Path(dir_okay=False))
+@click.option("--yes", is_flag=True, help="unattended: no questions")
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False),
+              help="journal file (default: resync-journal/<name>-<run id>.json)")
+@_guard
+def run(runbook: str, yes: bool, journal_path: str | None) -> None:
+    """Run the resync: each step shown with its exact commands, confirmed, journaled."""
+    from resync.runner import start_run
+
+    start_run(_load(runbook), _console(), yes=yes,
+              journal_path=Path(journal_path) if journal_path else None)
+
+
+@main.command()
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(exists=True, dir_okay=False))
+@click.option("--runbook", help="the runbook, if it moved since the run started")
+@click.option("--yes", is_flag=True, help="unattended: no questions")
+@_guard
+def resume(journal_path: str, runbook: str | None, yes: bool) -> None:
+    """Continue a run from its journal: re-observe, then go on from the first step not done."""
+    from resync.runner import continue_run
+
+    continue_run(Path(journal_path), runbook, _console(), yes=yes)
+
+
+@main.command()
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(exists=True, dir_okay=False))
+@click.option("--runbook", help="the runbook, if it moved since the run started")
+@click.option("--yes", is_flag=True, help="unattended: no questions")
+@_guard
+def rollback(journal_path: str, runbook: str | None, yes: bool) -> None:
+    """Undo the done steps of a run in reverse order (restores the old datadir)."""
+    from resync.runner import continue_run
+
+    continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True)
+
+
+@main.command()
+@click.argument("runbook", type=click.Path(dir_okay=False))
+@_guard
+def status(runbook: str) -> None:
+    """Replication threads, lag, last error and coordinates of both hosts."""
+    from resync.runner import require_secrets
+    from resync.status import render_status
+
+    loaded = _load(runbook)
+    require_secrets(loaded)
+    render_status(loaded, _console())
+
+
+@main.command()
+@click.argument("runbook", type=click.Path(dir_okay=False))
+@_guard
+def verify(runbook: str) -> None:
+    """Compare CHECKSUM TABLE of every user table on primary and replica at a synced point."""
+    from rich.table import Table
+
+    from resync.errors import ResyncError
+    from resync.runner import detected_plan, require_secrets, scratch_context
+    from resync.steps.verify import compare_data
+
+    loaded = _load(runbook)
+    require_secrets(loaded)
+    the_plan = detected_plan(loaded)
+    rb = loaded.model
+    ctx = scratch_context(loaded)
+    try:
+        results = compare_data(ctx, rb.primary_after, rb.replica_after,
+                               the_plan.dialect(rb.primary_after), the_plan.mode,
+                               rb.locks.lock_wait_timeout)
+    finally:
+        ctx.close()
+    table = Table(title=f"{rb.primary_after} vs {rb.replica_after}")
+    for col in ("table", "primary", "replica", "match"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.table, str(r.primary), str(r.replica),
+                      "[green]yes[/green]" if r.ok else "[red]NO[/red]")
+    _console().print(table)
+    bad = [r.table for r in results if not r.ok]
+    if bad:
+        raise ResyncError(f"checksums differ for: {', '.join(bad)}")

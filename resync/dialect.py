@@ -1,0 +1,350 @@
+"""The SQL resync runs, per server flavor and version, as one table of syntax rows.
+
+`dialect_for(version)` picks the newest row of `_ROWS` whose `since` is not after the server's
+version; each row is the previous one plus what that release changed, so `_ROWS` reads like the
+release notes. Every value is a `%s` parameter (pymysql paramstyle), never pasted into SQL.
+The password is passed through as the caller's object (a `Secret`): whoever executes a
+`Statement` must reveal it just before the driver call, because pymysql falls back to `str()`
+for unknown types and `str(Secret)` is the mask.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Flavor = Literal["mysql", "mariadb"]
+
+_FLAVORS: tuple[Flavor, ...] = ("mysql", "mariadb")
+_PARSE_RE = re.compile(
+    r"^(?P<flavor>mysql|mariadb)[-:](?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?$",
+    re.IGNORECASE,
+)
+_SERVER_RE = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?(?![\d.])")
+# MariaDB < 11 presented itself as "5.5.5-10.x.y-MariaDB" on the wire; some tools copy that.
+_MARIADB_WIRE_PREFIX = "5.5.5-"
+
+
+@dataclass(frozen=True, order=True)
+class ServerVersion:
+    """A server flavor and version. Ordering is only meaningful within one flavor."""
+
+    flavor: Flavor
+    major: int
+    minor: int
+    patch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.flavor not in _FLAVORS:
+            raise ValueError(f"unknown server flavor {self.flavor!r}: expected mysql or mariadb")
+        for name in ("major", "minor", "patch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} version must be a non-negative int, got {value!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> ServerVersion:
+        """Parse user input such as "mariadb-10.11", "mysql-8.0.22" or "mysql:8.4.3"."""
+        match = _PARSE_RE.match(text.strip())
+        if match is None:
+            raise ValueError(
+                f"bad server version {text!r}: expected FLAVOR-MAJOR.MINOR[.PATCH] with FLAVOR "
+                "mysql or mariadb, e.g. 'mariadb-10.11' or 'mysql-8.0.22'"
+            )
+        flavor: Flavor = "mariadb" if match["flavor"].lower() == "mariadb" else "mysql"
+        return cls(flavor, int(match["major"]), int(match["minor"]), int(match["patch"] or 0))
+
+    @classmethod
+    def from_server(cls, version: str, version_comment: str = "") -> ServerVersion:
+        """Build from `SELECT @@version, @@version_comment` of a live server.
+
+        MariaDB says so in @@version ("10.11.19-MariaDB-0+deb12u1-log") or in the comment
+        ("mariadb.org binary distribution"); anything else (Oracle, Percona, ...) is MySQL.
+        """
+        text = version.strip()
+        is_mariadb = "mariadb" in f"{text} {version_comment}".lower()
+        if is_mariadb and text.startswith(_MARIADB_WIRE_PREFIX):
+            text = text[len(_MARIADB_WIRE_PREFIX) :]
+        match = _SERVER_RE.match(text)
+        if match is None:
+            raise ValueError(
+                f"cannot read a server version from @@version={version!r} "
+                f"(@@version_comment={version_comment!r}): expected it to start with X.Y.Z"
+            )
+        flavor: Flavor = "mariadb" if is_mariadb else "mysql"
+        return cls(flavor, int(match["major"]), int(match["minor"]), int(match["patch"] or 0))
+
+    @property
+    def number(self) -> tuple[int, int, int]:
+        return (self.major, self.minor, self.patch)
+
+    def __str__(self) -> str:
+        return f"{self.flavor}-{self.major}.{self.minor}.{self.patch}"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement with `%s` placeholders and the values that fill them."""
+
+    sql: str
+    params: tuple[object, ...] = ()
+
+    def preview(self) -> str:
+        """Values quoted in via str(), so a `Secret` shows masked. For plans/logs; never run it."""
+        return self.sql % tuple(_preview_value(p) for p in self.params)
+
+
+def _preview_value(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True)
+class ReplicaStatusFields:
+    """Column names in the replica-status result of one version."""
+
+    io_running: str
+    sql_running: str
+    seconds_behind: str
+    last_io_error: str
+    last_sql_error: str
+    source_host: str
+    source_log_file: str  # file of the executed position (pairs with exec_source_log_pos)
+    exec_source_log_pos: str
+    using_gtid: str | None  # MariaDB "Using_Gtid" (No/Slave_Pos/...), MySQL "Auto_Position" (0/1)
+
+
+_SLAVE_FIELDS = ReplicaStatusFields(
+    io_running="Slave_IO_Running",
+    sql_running="Slave_SQL_Running",
+    seconds_behind="Seconds_Behind_Master",
+    last_io_error="Last_IO_Error",
+    last_sql_error="Last_SQL_Error",
+    source_host="Master_Host",
+    source_log_file="Relay_Master_Log_File",
+    exec_source_log_pos="Exec_Master_Log_Pos",
+    using_gtid="Auto_Position",
+)
+_REPLICA_FIELDS = ReplicaStatusFields(
+    io_running="Replica_IO_Running",
+    sql_running="Replica_SQL_Running",
+    seconds_behind="Seconds_Behind_Source",
+    last_io_error="Last_IO_Error",
+    last_sql_error="Last_SQL_Error",
+    source_host="Source_Host",
+    source_log_file="Relay_Source_Log_File",
+    exec_source_log_pos="Exec_Source_Log_Pos",
+    using_gtid="Auto_Position",
+)
+
+
+@dataclass(frozen=True)
+class _Syntax:
+    """The syntax in force from one release until the next row of `_ROWS`."""
+
+    replica_word: str  # START <word>, STOP <word>, RESET <word> ALL, SHOW <word> STATUS
+    change_source: str  # the statement that points a replica at its source
+    option_prefix: str  # <prefix>_HOST, <prefix>_PORT, ... <prefix>_SSL
+    public_key_option: str | None
+    gtid_option: str  # what makes change_source use GTIDs instead of a file position
+    binlog_status: str
+    reset_binlogs: str
+    pos_wait_function: str
+    gtid_wait_sql: str  # (gtid_set, timeout) -> 0 reached, -1 timed out
+    gtid_position_sql: str
+    gtid_enabled_sql: str | None
+    seed_gtid_sql: str
+    seed_resets_binlogs: bool  # MySQL: gtid_purged can only be set once gtid_executed is empty
+    status_fields: ReplicaStatusFields
+
+
+_MYSQL_5_7 = _Syntax(
+    replica_word="SLAVE",
+    change_source="CHANGE MASTER TO",
+    option_prefix="MASTER",
+    public_key_option=None,
+    gtid_option="MASTER_AUTO_POSITION=1",
+    binlog_status="SHOW MASTER STATUS",
+    reset_binlogs="RESET MASTER",
+    pos_wait_function="MASTER_POS_WAIT",
+    # WAIT_FOR_EXECUTED_GTID_SET returns 0 = reached, 1 = timeout; negate it so that, as with
+    # MASTER_GTID_WAIT and MASTER_POS_WAIT, -1 means timeout (and the call runs only once).
+    gtid_wait_sql="SELECT -WAIT_FOR_EXECUTED_GTID_SET(%s, %s)",
+    gtid_position_sql="SELECT @@GLOBAL.gtid_executed",
+    gtid_enabled_sql="SELECT @@GLOBAL.gtid_mode",
+    seed_gtid_sql="SET GLOBAL gtid_purged = %s",
+    seed_resets_binlogs=True,
+    status_fields=_SLAVE_FIELDS,
+)
+_MYSQL_8_0_4 = replace(_MYSQL_5_7, public_key_option="GET_MASTER_PUBLIC_KEY=1")
+_MYSQL_8_0_22 = replace(_MYSQL_8_0_4, replica_word="REPLICA", status_fields=_REPLICA_FIELDS)
+_MYSQL_8_0_23 = replace(
+    _MYSQL_8_0_22,
+    change_source="CHANGE REPLICATION SOURCE TO",
+    option_prefix="SOURCE",
+    public_key_option="GET_SOURCE_PUBLIC_KEY=1",
+    gtid_option="SOURCE_AUTO_POSITION=1",
+)
+_MYSQL_8_0_26 = replace(_MYSQL_8_0_23, pos_wait_function="SOURCE_POS_WAIT")
+_MYSQL_8_2_0 = replace(
+    _MYSQL_8_0_26,
+    binlog_status="SHOW BINARY LOG STATUS",
+    reset_binlogs="RESET BINARY LOGS AND GTIDS",
+)
+_MARIADB_10_0 = _Syntax(
+    replica_word="SLAVE",
+    change_source="CHANGE MASTER TO",
+    option_prefix="MASTER",
+    public_key_option=None,
+    gtid_option="MASTER_USE_GTID=slave_pos",
+    binlog_status="SHOW MASTER STATUS",
+    reset_binlogs="RESET MASTER",
+    pos_wait_function="MASTER_POS_WAIT",
+    gtid_wait_sql="SELECT MASTER_GTID_WAIT(%s, %s)",
+    gtid_position_sql="SELECT @@GLOBAL.gtid_binlog_pos",
+    gtid_enabled_sql=None,
+    seed_gtid_sql="SET GLOBAL gtid_slave_pos = %s",
+    seed_resets_binlogs=False,
+    status_fields=replace(_SLAVE_FIELDS, using_gtid="Using_Gtid"),
+)
+
+# (flavor, since, syntax), sorted by flavor then since. A server gets the last row of its flavor
+# whose `since` is not after its version; None marks versions resync does not support.
+_ROWS: tuple[tuple[Flavor, tuple[int, int, int], _Syntax | None], ...] = (
+    ("mysql", (5, 7, 0), _MYSQL_5_7),
+    ("mysql", (5, 8, 0), None),  # MySQL 6.x and 7.x never shipped as servers
+    ("mysql", (8, 0, 0), _MYSQL_5_7),  # 8.0.0-8.0.3 were milestones without GET_MASTER_PUBLIC_KEY
+    ("mysql", (8, 0, 4), _MYSQL_8_0_4),
+    ("mysql", (8, 0, 22), _MYSQL_8_0_22),
+    ("mysql", (8, 0, 23), _MYSQL_8_0_23),
+    ("mysql", (8, 0, 26), _MYSQL_8_0_26),
+    ("mysql", (8, 2, 0), _MYSQL_8_2_0),  # 8.4.0 removed the old names; 9.x stays on this row
+    ("mariadb", (10, 0, 0), _MARIADB_10_0),  # 10.5 added REPLICA aliases; old names still valid
+)
+SUPPORTED_RANGE = "MySQL 5.7, MySQL 8.0 or later, MariaDB 10.0 or later"
+
+
+def _syntax_for(version: ServerVersion) -> _Syntax:
+    found: _Syntax | None = None
+    for flavor, since, syntax in _ROWS:
+        if flavor == version.flavor and since <= version.number:
+            found = syntax
+    if found is None:
+        raise ValueError(f"unsupported server version {version}: resync supports {SUPPORTED_RANGE}")
+    return found
+
+
+def _checked_int(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The statements for one server version. Build with `dialect_for(version)`."""
+
+    version: ServerVersion
+    syntax: _Syntax = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "syntax", _syntax_for(self.version))
+
+    @property
+    def status_fields(self) -> ReplicaStatusFields:
+        return self.syntax.status_fields
+
+    def stop_replica(self) -> Statement:
+        return Statement(f"STOP {self.syntax.replica_word}")
+
+    def start_replica(self) -> Statement:
+        return Statement(f"START {self.syntax.replica_word}")
+
+    def reset_replica_all(self) -> Statement:
+        return Statement(f"RESET {self.syntax.replica_word} ALL")
+
+    def replica_status(self) -> Statement:
+        return Statement(f"SHOW {self.syntax.replica_word} STATUS")
+
+    def binlog_status(self) -> Statement:
+        """One row (none if binary logging is off) with columns File and Position."""
+        return Statement(self.syntax.binlog_status)
+
+    def reset_binlogs(self) -> Statement:
+        return Statement(self.syntax.reset_binlogs)
+
+    def gtid_position(self) -> Statement:
+        return Statement(self.syntax.gtid_position_sql)
+
+    def gtid_enabled_query(self) -> Statement | None:
+        """MySQL: a row whose value is "ON" when GTIDs are on. MariaDB: None, always on."""
+        sql = self.syntax.gtid_enabled_sql
+        return None if sql is None else Statement(sql)
+
+    def _change_source(
+        self, params: tuple[object, ...], more: tuple[str, ...], ssl: bool
+    ) -> Statement:
+        p = self.syntax.option_prefix
+        options = [f"{p}_HOST=%s", f"{p}_PORT=%s", f"{p}_USER=%s", f"{p}_PASSWORD=%s", *more]
+        if ssl:
+            options.append(f"{p}_SSL=1")
+        if self.syntax.public_key_option is not None:
+            options.append(self.syntax.public_key_option)
+        return Statement(f"{self.syntax.change_source} {', '.join(options)}", params)
+
+    def change_source_file_pos(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: object,
+        log_file: object,
+        log_pos: object,
+        ssl: bool = False,
+    ) -> Statement:
+        """Point the (stopped, reset) replica at host:port from a binlog file and position.
+
+        log_file/log_pos may be placeholders for values captured at run time (a plan's Ref).
+        """
+        pos = _checked_int("log_pos", log_pos, minimum=0) if isinstance(log_pos, int) else log_pos
+        params = (host, _checked_int("port", port), user, password, log_file, pos)
+        p = self.syntax.option_prefix
+        return self._change_source(params, (f"{p}_LOG_FILE=%s", f"{p}_LOG_POS=%s"), ssl)
+
+    def change_source_gtid(
+        self, host: str, port: int, user: str, password: object, ssl: bool = False
+    ) -> Statement:
+        """Point the (stopped, reset, seeded) replica at host:port, positioned by GTID."""
+        params = (host, _checked_int("port", port), user, password)
+        return self._change_source(params, (self.syntax.gtid_option,), ssl)
+
+    def seed_gtid(self, gtid_set: object) -> tuple[Statement, ...]:
+        """Run on the replica, after a physical copy and before `change_source_gtid`.
+
+        MySQL resets its binary logs and GTID history first (RESET MASTER or its 8.2+ name):
+        gtid_purged can only be set while gtid_executed is empty.
+        """
+        seed = Statement(self.syntax.seed_gtid_sql, (gtid_set,))
+        return (self.reset_binlogs(), seed) if self.syntax.seed_resets_binlogs else (seed,)
+
+    def wait_for_file_pos(self, log_file: str, log_pos: int, timeout: int) -> Statement:
+        """One row: events waited for (>= 0), -1 on timeout, NULL if not replicating."""
+        sql = f"SELECT {self.syntax.pos_wait_function}(%s, %s, %s)"
+        pos = _checked_int("log_pos", log_pos, minimum=0)
+        return Statement(sql, (log_file, pos, _checked_int("timeout", timeout)))
+
+    def wait_for_gtid(self, gtid_set: str, timeout: int) -> Statement:
+        """One row: 0 once the GTID set is applied here, -1 on timeout (both flavors)."""
+        return Statement(self.syntax.gtid_wait_sql, (gtid_set, _checked_int("timeout", timeout)))
+
+
+def dialect_for(version: ServerVersion) -> Dialect:
+    """The dialect for `version`; ValueError if resync does not support that version."""
+    return Dialect(version)
+
+
+DEFAULT_VERSION = ServerVersion("mariadb", 10, 11)

@@ -1,0 +1,110 @@
+"""One Host interface for running commands: on this machine now, over SSH next (same contract).
+
+Errors carry the host, the command, the exit code and the tail of the output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import Protocol
+
+from resync.errors import HostError
+
+TAIL_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    host: str
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def tail(self) -> str:
+        return (self.stdout + self.stderr)[-TAIL_CHARS:]
+
+
+class Background(Protocol):
+    """A command running in the background (the two ends of a stream copy)."""
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> CommandResult: ...
+    def kill(self) -> None: ...
+
+
+class Host(Protocol):
+    name: str
+
+    def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
+            check: bool = True) -> CommandResult: ...
+    def start(self, command: str, *, privileged: bool = False) -> Background: ...
+    def close(self) -> None: ...
+
+
+def _elevate(command: str, privileged: bool) -> list[str]:
+    argv = ["bash", "-o", "pipefail", "-c", command]
+    if privileged and os.geteuid() != 0:
+        # -n: never prompt; a password prompt would hang an unattended run
+        argv = ["sudo", "-n", "--", *argv]
+    return argv
+
+
+class LocalBackground:
+    def __init__(self, host: str, command: str, proc: subprocess.Popen[str]) -> None:
+        self.host, self.command, self.proc = host, command, proc
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> CommandResult:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            out, err = self.proc.communicate()
+            raise HostError(self.host, self.command, None, (out + err)[-TAIL_CHARS:]) from None
+        return CommandResult(self.host, self.command, self.proc.returncode, out, err)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            # the command runs in its own process group: kill the whole pipeline
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class LocalHost:
+    """Commands on this machine, through bash with pipefail."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
+            check: bool = True) -> CommandResult:
+        proc = self.start(command, privileged=privileged)
+        result = proc.wait(timeout=timeout)
+        if check and not result.ok:
+            raise HostError(self.name, command, result.exit_code, result.tail())
+        return result
+
+    def start(self, command: str, *, privileged: bool = False) -> LocalBackground:
+        proc = subprocess.Popen(
+            _elevate(command, privileged), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return LocalBackground(self.name, command, proc)
+
+    def close(self) -> None:
+        pass

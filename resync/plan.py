@@ -1,0 +1,166 @@
+"""Runbook -> the ordered list of step objects. `plan` renders it, `run` executes the same list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from resync.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
+from resync.errors import BadInputError, DatabaseError
+from resync.runbook import LoadedRunbook
+from resync.steps.base import Step
+from resync.steps.copy import StreamCopy, excludes_for
+from resync.steps.datadir import OLD_DATADIR, MoveDatadirAside, old_datadir_path
+from resync.steps.locking import ReadLockAndCapture, Unlock
+from resync.steps.preflight import Preflight
+from resync.steps.replication import (
+    PointReplica,
+    ResetBinlogs,
+    StopReplication,
+    WaitReplicaHealthy,
+)
+from resync.steps.services import StartService, StopService
+from resync.steps.verify import VerifyData
+
+if TYPE_CHECKING:
+    from resync.mysql import ConnectionSpec, Session
+
+Mode = Literal["gtid", "file_pos"]
+
+
+@dataclass(frozen=True)
+class PlanFacts:
+    """What the SQL is rendered for: server versions per host, and where they came from."""
+
+    versions: Mapping[str, ServerVersion]
+    source: str  # "detected", "given", or "assumed"
+    gtid_enabled: Mapping[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    loaded: LoadedRunbook
+    facts: PlanFacts
+    mode: Mode
+    steps: tuple[Step, ...]
+
+    def dialect(self, host: str) -> Dialect:
+        return dialect_for(self.facts.versions[host])
+
+    def initial_values(self, run_id: str) -> dict[str, str]:
+        """Values fixed when a run starts (captured into the journal before the first step)."""
+        rb = self.loaded.model
+        return {"run_id": run_id,
+                OLD_DATADIR: old_datadir_path(rb.hosts[rb.recipient].datadir, run_id)}
+
+
+def parse_version_overrides(text: str | None, loaded: LoadedRunbook) -> dict[str, ServerVersion]:
+    """`donor=mariadb-10.11,recipient=mysql-8.4` (roles or host names) -> versions by host."""
+    rb = loaded.model
+    out: dict[str, ServerVersion] = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, version = item.partition("=")
+        host = {"donor": rb.donor, "recipient": rb.recipient}.get(name.strip(), name.strip())
+        if not sep or host not in rb.hosts:
+            raise BadInputError(f"--server-version: '{item}' is not ROLE=VERSION with ROLE one of "
+                                f"donor, recipient, {', '.join(rb.hosts)}")
+        try:
+            out[host] = ServerVersion.parse(version.strip())
+            dialect_for(out[host])
+        except ValueError as exc:
+            raise BadInputError(f"--server-version: {exc}") from None
+    return out
+
+
+def assumed_facts(loaded: LoadedRunbook, given: Mapping[str, ServerVersion]) -> PlanFacts:
+    rb = loaded.model
+    versions = {h: given.get(h, DEFAULT_VERSION) for h in (rb.donor, rb.recipient)}
+    return PlanFacts(versions, "given" if given else "assumed")
+
+
+def detect_facts(loaded: LoadedRunbook,
+                 connector: Callable[[ConnectionSpec], Session] | None = None,
+                 timeout: float | None = None) -> PlanFacts:
+    """Connect to both servers and read their versions (and GTID mode on MySQL)."""
+    from resync.mysql import ConnectionSpec, connect
+
+    connector = connector or connect
+    rb = loaded.model
+    versions: dict[str, ServerVersion] = {}
+    gtid: dict[str, bool] = {}
+    for host in (rb.donor, rb.recipient):
+        spec = ConnectionSpec.from_runbook(loaded, host)
+        if timeout is not None:
+            spec = ConnectionSpec(**{**spec.__dict__, "connect_timeout": timeout})
+        session = connector(spec)
+        try:
+            versions[host] = session.version()
+            query = dialect_for(versions[host]).gtid_enabled_query()
+            gtid[host] = True if query is None else str(session.scalar(query.sql)) == "ON"
+        except ValueError as exc:
+            raise DatabaseError(f"[{host}] {exc}") from None
+        finally:
+            session.close()
+    return PlanFacts(versions, "detected", gtid)
+
+
+def resolve_mode(loaded: LoadedRunbook, facts: PlanFacts) -> Mode:
+    setting = loaded.model.replication.mode
+    if setting != "auto":
+        return setting
+    flavors = {v.flavor for v in facts.versions.values()}
+    if flavors == {"mariadb"}:
+        return "gtid"  # MariaDB GTIDs are always on
+    if facts.gtid_enabled and all(facts.gtid_enabled.values()):
+        return "gtid"
+    return "file_pos"
+
+
+def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
+    rb = loaded.model
+    donor, recipient = rb.donor, rb.recipient
+    primary, replica = rb.primary_after, rb.replica_after
+    d_host, r_host = rb.hosts[donor], rb.hosts[recipient]
+    dialects = {h: dialect_for(v) for h, v in facts.versions.items()}
+    mode = resolve_mode(loaded, facts)
+    timeout = rb.locks.lock_wait_timeout
+    rebuild_primary = primary == recipient  # the seed's scenario: the old primary is rebuilt
+
+    steps: list[Step] = [Preflight(loaded)]
+    if rebuild_primary:
+        steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary"),
+                  ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
+                                     "stop writes before shutdown")]
+    else:
+        # the copy is exactly the donor's state at these coordinates: the replica starts here
+        steps.append(ReadLockAndCapture(donor, dialects[donor], "source", timeout,
+                                        "the replica will start from here"))
+    steps += [
+        StopService(recipient, r_host.service, "recipient"),
+        StopService(donor, d_host.service, "donor"),
+        MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
+        StreamCopy(donor, recipient, donor_datadir=d_host.datadir,
+                   recipient_datadir=r_host.datadir, listen_address=r_host.address,
+                   port=rb.copy_.port, owner=r_host.owner,
+                   excludes=excludes_for(facts.versions[donor].flavor, rb.copy_.exclude),
+                   stall_timeout=rb.copy_.stall_timeout, listen_timeout=rb.copy_.listen_timeout),
+        StartService(recipient, r_host.service, "recipient"),
+        StartService(donor, d_host.service, "donor"),
+    ]
+    if rebuild_primary:
+        steps += [ResetBinlogs(primary, dialects[primary]),
+                  ReadLockAndCapture(primary, dialects[primary], "source", timeout,
+                                     "the replica will start from here")]
+    p_host = rb.hosts[primary]
+    steps += [
+        PointReplica(replica, dialects[replica], source_address=p_host.address,
+                     source_port=p_host.mysql.port, user=rb.replication.user,
+                     password_env=rb.replication.password_env, mode=mode,
+                     ssl=rb.replication.ssl, prefix="source"),
+        WaitReplicaHealthy(replica, dialects[replica], rb.replication.healthy_timeout),
+    ]
+    if rebuild_primary:
+        steps.append(Unlock(primary))
+    steps.append(VerifyData(primary, replica, dialects[primary], mode, timeout))
+    return Plan(loaded, facts, mode, tuple(steps))

@@ -1,0 +1,143 @@
+"""Render a plan as text (rich), markdown (change tickets) or JSON (tools). One view, three forms."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from resync.actions import Action, Check, Sql
+from resync.plan import Plan
+from resync.steps.base import Step
+
+
+@dataclass(frozen=True)
+class ActionView:
+    host: str
+    kind: str  # sql | shell | check
+    text: str
+
+
+@dataclass(frozen=True)
+class StepView:
+    number: int
+    key: str
+    title: str
+    hosts: list[str]
+    destructive: bool
+    why: str
+    actions: list[ActionView]
+    undo: list[ActionView]
+
+
+def _view(action: Action) -> ActionView:
+    kind = "sql" if isinstance(action, Sql) else "check" if isinstance(action, Check) else "shell"
+    return ActionView(action.host, kind, action.render())
+
+
+def step_view(number: int, step: Step) -> StepView:
+    return StepView(number, step.key, step.title, list(step.hosts), step.destructive, step.why,
+                    [_view(a) for a in step.plan()], [_view(a) for a in step.undo_plan()])
+
+
+def views(plan: Plan) -> list[StepView]:
+    return [step_view(i, s) for i, s in enumerate(plan.steps, 1)]
+
+
+def header(plan: Plan) -> list[tuple[str, str]]:
+    rb = plan.loaded.model
+    versions = ", ".join(f"{h}={v}" for h, v in plan.facts.versions.items())
+    source = {
+        "detected": "detected from the servers",
+        "given": "given with --server-version",
+        "assumed": "ASSUMED (no --detect or --server-version): check before the window",
+    }[plan.facts.source]
+    return [
+        ("runbook", f"{rb.name} ({plan.loaded.path})"),
+        ("donor (good data)", f"{rb.donor} ({rb.hosts[rb.donor].address})"),
+        ("recipient (rebuilt)", f"{rb.recipient} ({rb.hosts[rb.recipient].address})"),
+        ("primary afterwards", f"{rb.primary_after}; replica: {rb.replica_after}"),
+        ("replication", f"{plan.mode} (runbook: {rb.replication.mode})"),
+        ("server versions", f"{versions} — {source}"),
+        ("copy", f"{rb.copy_.method}, port {rb.copy_.port}, compress {rb.copy_.compress}; "
+                 "plaintext on the wire: trusted networks only"),
+        ("old datadir", f"kept at {rb.hosts[rb.recipient].datadir.rstrip('/')}.resync-<run_id> "
+                        "until the operator removes it"),
+        ("values in <...>", "captured while the run goes (coordinates, run id)"),
+    ]
+
+
+def render_text(plan: Plan, console: Console) -> None:
+    meta = Table.grid(padding=(0, 2))
+    for name, value in header(plan):
+        meta.add_row(Text(name, style="bold"), Text(value))
+    console.print(meta)
+    table = Table(show_lines=True, expand=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("step", ratio=2)
+    table.add_column("host", no_wrap=True)
+    table.add_column("exact SQL / commands", ratio=5)
+    table.add_column("undo", ratio=2)
+    for v in views(plan):
+        title = Text(v.title, style="bold red" if v.destructive else "bold")
+        if v.destructive:
+            title.append("\nDESTRUCTIVE", style="red")
+        if v.why:
+            title.append(f"\n{v.why}", style="dim")
+        hosts = "\n".join(dict.fromkeys(a.host for a in v.actions)) or ", ".join(v.hosts)
+        cmds = Group(*(_action_text(a) for a in v.actions))
+        undo = Group(*(_action_text(a) for a in v.undo)) if v.undo else Text("-", style="dim")
+        table.add_row(str(v.number), title, hosts, cmds, undo)
+    console.print(table)
+
+
+def _action_text(a: ActionView) -> Text:
+    style = {"sql": "cyan", "shell": "green", "check": "italic dim"}[a.kind]
+    prefix = {"sql": "sql> ", "shell": "$ ", "check": "? "}[a.kind]
+    return Text(f"[{a.host}] {prefix}{a.text}", style=style)
+
+
+def render_markdown(plan: Plan) -> str:
+    rb = plan.loaded.model
+    out = [f"# resync plan: {rb.name}", ""]
+    out += [f"- **{k}**: {v}" for k, v in header(plan)]
+    out.append("")
+    for v in views(plan):
+        flag = " — **DESTRUCTIVE**" if v.destructive else ""
+        out += [f"## {v.number}. {v.title}{flag}", ""]
+        if v.why:
+            out += [f"_{v.why}_", ""]
+        out += _md_actions(v.actions)
+        if v.undo:
+            out += ["Undo:", "", *_md_actions(v.undo)]
+        elif v.destructive:
+            out += ["Undo: none", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md_actions(actions: list[ActionView]) -> list[str]:
+    out: list[str] = []
+    for a in actions:
+        if a.kind == "check":
+            out.append(f"- check on `{a.host}`: {a.text}")
+        else:
+            lang = "sql" if a.kind == "sql" else "sh"
+            out += [f"- on `{a.host}`:", "", f"  ```{lang}", f"  {a.text}", "  ```"]
+    return [*out, ""]
+
+
+def render_json(plan: Plan) -> str:
+    rb = plan.loaded.model
+    doc = {
+        "runbook": {"name": rb.name, "path": str(plan.loaded.path),
+                    "sha256": plan.loaded.sha256},
+        "donor": rb.donor, "recipient": rb.recipient, "primary_after": rb.primary_after,
+        "replication_mode": plan.mode,
+        "versions": {h: str(v) for h, v in plan.facts.versions.items()},
+        "versions_source": plan.facts.source,
+        "steps": [asdict(v) for v in views(plan)],
+    }
+    return json.dumps(doc, indent=2) + "\n"

@@ -1,0 +1,249 @@
+"""The runbook (v1): a YAML file validated into typed models, with errors naming file, line and field."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from resync.errors import RunbookError
+from resync.secrets import Secret, secret_from_env
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_literal_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "a literal 'password' is not allowed in a runbook: name an environment "
+                "variable with 'password_env' (or use a defaults_file)"
+            )
+        return data
+
+
+class SSHSettings(_Strict):
+    host: str | None = None  # looked up in ~/.ssh/config; defaults to the host's address
+    user: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    key_file: str | None = None
+    known_hosts: str | None = None
+    accept_unknown_host_key: bool = False  # explicit opt-out of host key verification
+    sudo: bool = True  # run privileged commands (service, datadir moves) through sudo -n
+
+
+class TLSSettings(_Strict):
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify_identity: bool = False
+
+
+class MySQLSettings(_Strict):
+    host: str | None = None  # defaults to the host's address
+    port: int = Field(default=3306, ge=1, le=65535)
+    user: str = "root"
+    password_env: str | None = None
+    defaults_file: str | None = None
+    socket: str | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    tls: TLSSettings | None = None
+
+
+class ServiceSettings(_Strict):
+    start: str
+    stop: str
+
+
+class HostSettings(_Strict):
+    address: str
+    local: bool = False
+    ssh: SSHSettings | None = None
+    mysql: MySQLSettings = MySQLSettings()
+    datadir: str = "/var/lib/mysql"
+    owner: str = "mysql:mysql"  # user:group the datadir must belong to
+    service: ServiceSettings
+
+    @model_validator(mode="after")
+    def _local_or_ssh(self) -> HostSettings:
+        if self.local and self.ssh is not None:
+            raise ValueError("a host is either 'local: true' or reached by 'ssh', not both")
+        if not self.datadir.startswith("/") or self.datadir.rstrip("/") in ("", "/"):
+            raise ValueError("datadir must be an absolute path below /")
+        return self
+
+    @property
+    def mysql_host(self) -> str:
+        return self.mysql.host or self.address
+
+
+class ReplicationSettings(_Strict):
+    user: str
+    password_env: str
+    mode: Literal["auto", "gtid", "file_pos"] = "auto"
+    healthy_timeout: float = Field(default=120.0, gt=0)  # seconds to wait for threads running, lag 0
+    ssl: bool = False
+
+
+class CopySettings(_Strict):
+    method: Literal["stream", "ssh"] = "stream"
+    port: int = Field(default=7878, ge=1, le=65535)
+    compress: Literal["none", "zstd", "lz4"] = "none"
+    exclude: tuple[str, ...] = ()  # extra patterns, on top of the per-flavor exclusions
+    stall_timeout: float = Field(default=60.0, gt=0)  # seconds without progress before the copy fails
+    listen_timeout: float = Field(default=30.0, gt=0)  # seconds the receiver waits for the sender
+
+
+class LockSettings(_Strict):
+    lock_wait_timeout: int = Field(default=10, ge=1)  # seconds FLUSH TABLES WITH READ LOCK may wait
+
+
+class Runbook(_Strict):
+    version: Literal[1]
+    name: Identifier
+    hosts: dict[Identifier, HostSettings] = Field(min_length=2)
+    donor: str
+    recipient: str
+    primary_after: str
+    replication: ReplicationSettings
+    copy_: CopySettings = Field(default=CopySettings(), alias="copy")
+    locks: LockSettings = LockSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def replica_after(self) -> str:
+        return self.recipient if self.primary_after == self.donor else self.donor
+
+    def host(self, name: str) -> HostSettings:
+        return self.hosts[name]
+
+
+@dataclass(frozen=True)
+class LoadedRunbook:
+    """A validated runbook with where it came from (for errors, hashing and resume checks)."""
+
+    path: Path
+    model: Runbook
+    sha256: str
+    lines: dict[tuple[str | int, ...], int]
+
+    def line_of(self, *loc: str | int) -> int | None:
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get(())
+
+    def where(self, *loc: str | int) -> str:
+        line = self.line_of(*loc)
+        field = ".".join(str(p) for p in loc)
+        return f"{self.path}:{line}: {field}" if line else f"{self.path}: {field}"
+
+    def secret(self, env_var: str, *loc: str | int) -> Secret:
+        """Resolve a password_env at run time; a missing variable is a runbook error (exit 2)."""
+        value = secret_from_env(env_var)
+        if value is None:
+            raise RunbookError(
+                str(self.path),
+                [f"{self.where(*loc)}: environment variable {env_var} is not set"],
+            )
+        return value
+
+
+def _line_map(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int],
+              problems: list[str], filename: str) -> None:
+    out.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                problems.append(f"{filename}:{key_node.start_mark.line + 1}: "
+                                f"{'.'.join(map(str, (*path, key)))}: duplicate key")
+            seen.add(key)
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_map(value_node, (*path, key), out, problems, filename)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*path, i), out, problems, filename)
+
+
+def _cross_checks(rb: Runbook) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    names = sorted(rb.hosts)
+    for role in ("donor", "recipient", "primary_after"):
+        value = getattr(rb, role)
+        if value not in rb.hosts:
+            problems.append(((role,), f"'{value}' is not one of the hosts ({', '.join(names)})"))
+    if rb.donor == rb.recipient:
+        problems.append((("recipient",), "donor and recipient are the same host"))
+    elif rb.primary_after not in (rb.donor, rb.recipient):
+        problems.append((("primary_after",), f"must be the donor ({rb.donor}) or the recipient "
+                         f"({rb.recipient})"))
+    if rb.donor in rb.hosts and rb.recipient in rb.hosts and rb.donor != rb.recipient:
+        d, r = rb.hosts[rb.donor], rb.hosts[rb.recipient]
+        if (d.address, d.mysql_host, d.mysql.port) == (r.address, r.mysql_host, r.mysql.port):
+            problems.append((("recipient",), "donor and recipient point at the same server "
+                             f"({d.mysql_host}:{d.mysql.port})"))
+        if d.local and r.local and d.datadir == r.datadir:
+            problems.append((("hosts", rb.recipient, "datadir"),
+                             "donor and recipient share one datadir on this machine"))
+    return problems
+
+
+def parse_runbook(text: str, path: Path) -> LoadedRunbook:
+    filename = str(path)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise RunbookError(filename, [f"{filename}{line}: not valid YAML: "
+                                      f"{getattr(exc, 'problem', exc)}"]) from None
+    if node is None or not isinstance(data, dict):
+        raise RunbookError(filename, [f"{filename}: a runbook is a YAML mapping (version, name, "
+                                      "hosts, donor, recipient, ...)"])
+    lines: dict[tuple[str | int, ...], int] = {}
+    problems: list[str] = []
+    _line_map(node, (), lines, problems, filename)
+    loaded = LoadedRunbook(path, Runbook.model_construct(), "", lines)
+    if problems:
+        raise RunbookError(filename, problems)
+    try:
+        model = Runbook.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            loc = tuple("copy" if p == "copy_" else p for p in loc)
+            msg = err["msg"].removeprefix("Value error, ")
+            if "literal 'password'" in msg:
+                loc = (*loc, "password")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            problems.append(f"{loaded.where(*loc)}: {msg}")
+        raise RunbookError(filename, problems) from None
+    problems = [f"{loaded.where(*loc)}: {msg}" for loc, msg in _cross_checks(model)]
+    if problems:
+        raise RunbookError(filename, problems)
+    return LoadedRunbook(path, model, hashlib.sha256(text.encode()).hexdigest(), lines)
+
+
+def load_runbook(path: str | Path) -> LoadedRunbook:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunbookError(str(p), [f"{p}: cannot read: {exc.strerror}"]) from None
+    return parse_runbook(text, p)

@@ -1,0 +1,115 @@
+"""Start, resume and roll back runs: shared by the CLI and the demo (same code path as `run`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from resync.errors import DatabaseError, PreflightFailed
+from resync.journal import Journal, JournalLock
+from resync.plan import Plan, build_plan, detect_facts
+from resync.runbook import LoadedRunbook, load_runbook
+
+if TYPE_CHECKING:
+    from resync.context import RunContext
+
+
+def require_secrets(loaded: LoadedRunbook) -> None:
+    """Every password_env must be set before anything is touched (exit 2 names file and line)."""
+    rb = loaded.model
+    for name in (rb.donor, rb.recipient):
+        env = rb.hosts[name].mysql.password_env
+        if env:
+            loaded.secret(env, "hosts", name, "mysql", "password_env")
+    loaded.secret(rb.replication.password_env, "replication", "password_env")
+
+
+def detected_plan(loaded: LoadedRunbook, timeout: float | None = None) -> Plan:
+    try:
+        facts = detect_facts(loaded, timeout=timeout)
+    except DatabaseError as exc:
+        raise PreflightFailed([f"{exc} (nothing was changed)"]) from None
+    return build_plan(loaded, facts)
+
+
+def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None) -> Journal:
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = journal_path or Path(f"resync-journal/{loaded.model.name}-{run_id}.json")
+    journal = Journal.create(path, run_id=run_id, runbook_path=str(loaded.path.resolve()),
+                             runbook_sha256=loaded.sha256,
+                             steps=[(s.key, s.title) for s in plan.steps])
+    for key, value in plan.initial_values(run_id).items():
+        journal.capture(key, value)
+    return journal
+
+
+def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Console, *, yes: bool,
+            rollback: bool = False) -> None:
+    from resync.context import RunContext
+    from resync.engine import Engine
+    from resync.ui import TerminalUI, summary
+
+    ui = TerminalUI(console, interactive=not yes, undo=rollback)
+    ui.number_steps(list(plan.steps))
+    ctx = RunContext(loaded, journal, progress=ui.progress)
+    engine = Engine(plan.steps, journal, ctx, confirm=ui.confirm, events=ui)
+    console.print(f"journal: [bold]{journal.path}[/bold]")
+    if rollback:
+        left = engine.rollback()
+        if left:
+            console.print(f"no undo for: {', '.join(left)}")
+        console.print(f"rolled back; journal: {journal.path}")
+        return
+    try:
+        engine.run()
+    finally:
+        summary(console, journal)
+
+
+def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,
+              journal_path: Path | None = None) -> Journal:
+    require_secrets(loaded)
+    plan = detected_plan(loaded)
+    journal = new_journal(loaded, plan, journal_path)
+    with JournalLock(journal.path):
+        execute(loaded, plan, journal, console, yes=yes)
+    return journal
+
+
+def continue_run(journal_path: Path, runbook: str | None, console: Console, *, yes: bool,
+                 rollback: bool = False) -> None:
+    """Resume (or roll back) a journaled run; the lock is taken before the journal is read."""
+    with JournalLock(journal_path):
+        loaded, plan, journal = from_journal(journal_path, runbook)
+        execute(loaded, plan, journal, console, yes=yes, rollback=rollback)
+
+
+def from_journal(journal_path: Path, runbook: str | None) -> tuple[LoadedRunbook, Plan, Journal]:
+    from resync.engine import check_journal_matches
+
+    journal = Journal.load(journal_path)
+    loaded = load_runbook(runbook or journal.data.runbook_path)
+    require_secrets(loaded)
+    plan = detected_plan(loaded)
+    check_journal_matches(journal, plan.steps, loaded.sha256)
+    return loaded, plan, journal
+
+
+class _MemoryJournal(Journal):
+    """Read-only commands record into memory: nothing of theirs needs to survive a crash."""
+
+    def save(self) -> None:
+        pass
+
+
+def scratch_context(loaded: LoadedRunbook) -> RunContext:
+    """A context for read-only commands (check, verify, status)."""
+    from resync.context import RunContext
+    from resync.journal import JournalData
+
+    data = JournalData(run_id="scratch", runbook_path=str(loaded.path),
+                       runbook_sha256=loaded.sha256, created_at=time.time(), steps=[])
+    return RunContext(loaded, _MemoryJournal(Path("/dev/null"), data))

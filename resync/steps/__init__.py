@@ -1,0 +1,1 @@
+"""Step families: preflight, replication, locking, services, datadir, copy, verify."""

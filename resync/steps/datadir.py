@@ -1,0 +1,67 @@
+"""Move the recipient's datadir aside (kept, never deleted) and give it a fresh, empty one."""
+
+from __future__ import annotations
+
+from resync.actions import Action, Ref, Shell, q
+from resync.errors import ResyncError
+from resync.steps.base import Step, StepContext
+from resync.steps.services import server_answers
+
+OLD_DATADIR = "recipient.old_datadir"
+
+
+def old_datadir_path(datadir: str, run_id: str) -> str:
+    return f"{datadir.rstrip('/')}.resync-{run_id}"
+
+
+class MoveDatadirAside(Step):
+    destructive = True
+    why = "the copy needs an empty datadir; the old one is kept until cleanup is confirmed"
+
+    def __init__(self, host: str, datadir: str, owner: str) -> None:
+        self.host_name, self.datadir, self.owner = host, datadir.rstrip("/"), owner
+        self.key = f"move-datadir-aside:{host}"
+        self.title = f"Move {host}'s datadir aside (kept) and create an empty one"
+        self.hosts = (host,)
+        user, _, group = owner.partition(":")
+        self.user, self.group = user, group or user
+
+    def plan(self) -> tuple[Action, ...]:
+        d = q(self.datadir)
+        old = Ref(OLD_DATADIR)
+        # idempotent: a crash between the two halves is finished by running it again
+        return (Shell.line(
+            self.host_name,
+            "set -e; if [ ! -e ", old, " ]; then mv -T ", d, " ", old, "; fi; "
+            f"[ -d {d} ] || install -d -o {q(self.user)} -g {q(self.group)} -m 0750 {d}",
+            privileged=True),)
+
+    def undo_plan(self) -> tuple[Action, ...]:
+        d = q(self.datadir)
+        old = Ref(OLD_DATADIR)
+        # the copied datadir is moved aside too (".rejected"), not deleted
+        return (Shell.line(
+            self.host_name,
+            "set -e; if [ -d ", old, " ]; then if [ -e ", d, " ]; then mv -T ", d, " ", old,
+            ".rejected; fi; mv -T ", old, " ", d, "; fi; test -d ", d, privileged=True),)
+
+    def observe(self, ctx: StepContext) -> bool:
+        probe = Shell.line(self.host_name, "test -d ", Ref(OLD_DATADIR), f" && test -d {q(self.datadir)}"
+                           f" && [ -z \"$(ls -A {q(self.datadir)})\" ]")
+        return ctx.shell(probe, check=False).ok
+
+    def run(self, ctx: StepContext) -> None:
+        if server_answers(ctx, self.host_name):
+            raise ResyncError(f"MySQL on {self.host_name} is still running: refusing to move its "
+                              "datadir (stop it first)")
+        super().run(ctx)
+
+    def verify(self, ctx: StepContext) -> None:
+        ctx.shell(Shell.line(self.host_name, "test -d ", Ref(OLD_DATADIR),
+                             f" && test -d {q(self.datadir)}"))
+
+    def undo(self, ctx: StepContext) -> None:
+        if server_answers(ctx, self.host_name):
+            raise ResyncError(f"MySQL on {self.host_name} is running: stop it before restoring "
+                              "its old datadir")
+        super().undo(ctx)

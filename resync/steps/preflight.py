@@ -1,0 +1,194 @@
+"""Preflight: every check that must pass before anything is changed (`resync check` runs it alone)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from resync.actions import Action, Check
+from resync.dialect import ServerVersion
+from resync.errors import DatabaseError, HostError, PreflightFailed, ResyncError
+from resync.runbook import LoadedRunbook
+from resync.steps.base import Step, StepContext
+from resync.steps.copy import DONOR_BYTES
+
+if TYPE_CHECKING:
+    from resync.mysql import ConnectionSpec
+
+DISK_FACTOR = 1.1
+DONOR_TOOLS = ("tar", "nc", "openssl", "du")
+RECIPIENT_TOOLS = ("tar", "nc", "openssl", "ss", "du", "df", "find")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+class Preflight(Step):
+    why = "read-only: refuses the run (exit 3) before anything is changed"
+
+    def __init__(self, loaded: LoadedRunbook) -> None:
+        self.loaded = loaded
+        rb = loaded.model
+        self.key = "preflight"
+        self.title = "Preflight checks (read-only)"
+        self.hosts = (rb.donor, rb.recipient)
+
+    def plan(self) -> tuple[Action, ...]:
+        rb = self.loaded.model
+        return tuple(Check(host, text) for host, text in (
+            (rb.donor, "connect; read version, server_id, log_bin, datadir"),
+            (rb.recipient, "connect; read version, server_id, log_bin, datadir"),
+            (rb.donor, f"replication user '{rb.replication.user}' exists with REPLICATION SLAVE "
+                       "and its password works"),
+            (rb.recipient, "server_id differs from the donor's; version not older than the "
+                           "donor's; same flavor"),
+            (rb.primary_after, "log_bin is ON (it will be the replication source)"),
+            (rb.donor, f"tools present: {', '.join(DONOR_TOOLS)}; datadir size (du -sb)"),
+            (rb.recipient, f"tools present: {', '.join(RECIPIENT_TOOLS)}; free disk >= "
+                           f"{DISK_FACTOR} x donor datadir; copy port {rb.copy_.port} free"),
+        ))
+
+    def run(self, ctx: StepContext) -> None:
+        results = run_checks(ctx, self.loaded)
+        failures = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+        if failures:
+            raise PreflightFailed(failures)
+
+
+def run_checks(ctx: StepContext, loaded: LoadedRunbook,
+               connector: Callable[[ConnectionSpec], object] | None = None) -> list[CheckResult]:
+    from resync.mysql import connect
+
+    rb = loaded.model
+    connector = connector or connect
+    results: list[CheckResult] = []
+
+    def check(name: str, fn: Callable[[], str]) -> None:
+        try:
+            results.append(CheckResult(name, True, fn()))
+        except (ResyncError, ValueError) as exc:
+            results.append(CheckResult(name, False, str(exc)))
+
+    facts: dict[str, dict[str, object]] = {}
+
+    def read_facts(host: str) -> str:
+        row = ctx.query(host, "SELECT @@GLOBAL.server_id AS server_id, @@GLOBAL.log_bin AS log_bin, "
+                              "@@GLOBAL.datadir AS datadir, @@GLOBAL.version AS version, "
+                              "@@GLOBAL.version_comment AS comment")[0]
+        row["parsed"] = ServerVersion.from_server(str(row["version"]), str(row["comment"]))
+        facts[host] = row
+        datadir = str(row["datadir"]).rstrip("/")
+        if datadir != rb.hosts[host].datadir.rstrip("/"):
+            raise ResyncError(f"the server's datadir is {datadir}, the runbook says "
+                              f"{rb.hosts[host].datadir}")
+        return f"{row['parsed']}, server_id {row['server_id']}, log_bin {row['log_bin']}"
+
+    for host in (rb.donor, rb.recipient):
+        check(f"{host}: connect", lambda h=host: read_facts(h))  # type: ignore[misc]
+    if len(facts) == 2:
+        d, r = facts[rb.donor], facts[rb.recipient]
+        check("distinct server_id", lambda: _distinct(d["server_id"], r["server_id"]))
+        check("versions compatible", lambda: _compatible(d["parsed"], r["parsed"]))  # type: ignore[arg-type]
+        check(f"{rb.primary_after}: log_bin on",
+              lambda: _true(facts[rb.primary_after]["log_bin"], "binary logging is off; the new "
+                            "primary needs log_bin (set it in my.cnf and restart)"))
+    if rb.donor in facts:
+        check("replication user", lambda: _replication_user(ctx, loaded, connector))
+    check(f"{rb.donor}: tools", lambda: _tools(ctx, rb.donor, DONOR_TOOLS))
+    check(f"{rb.recipient}: tools", lambda: _tools(ctx, rb.recipient, RECIPIENT_TOOLS))
+    check("disk space", lambda: _disk(ctx, loaded))
+    check(f"{rb.recipient}: copy port {rb.copy_.port} free", lambda: _port_free(ctx, loaded))
+    return results
+
+
+def _distinct(a: object, b: object) -> str:
+    if a == b:
+        raise ResyncError(f"donor and recipient have the same server_id {a}: replication "
+                          "between them would not work")
+    return f"{a} / {b}"
+
+
+def _compatible(donor: ServerVersion, recipient: ServerVersion) -> str:
+    if donor.flavor != recipient.flavor:
+        raise ResyncError(f"a physical copy needs one flavor: donor {donor}, recipient {recipient}")
+    if recipient.number[:2] < donor.number[:2]:
+        raise ResyncError(f"the recipient ({recipient}) is older than the donor ({donor}): its "
+                          "server cannot open a newer datadir")
+    return f"{donor} -> {recipient}"
+
+
+def _true(value: object, why: str) -> str:
+    if str(value) not in ("1", "ON"):
+        raise ResyncError(why)
+    return "on"
+
+
+def _replication_user(ctx: StepContext, loaded: LoadedRunbook,
+                      connector: Callable[[ConnectionSpec], object]) -> str:
+    rb = loaded.model
+    user = rb.replication.user
+    rows = ctx.query(rb.donor, "SELECT COUNT(*) AS n FROM mysql.user WHERE User = %s "
+                               "AND Repl_slave_priv = 'Y'", (user,))
+    if not rows or int(str(rows[0]["n"])) == 0:
+        raise ResyncError(f"no user '{user}' with REPLICATION SLAVE on {rb.donor} (the copy "
+                          f"carries the donor's users): CREATE USER and GRANT REPLICATION SLAVE")
+    password = loaded.secret(rb.replication.password_env, "replication", "password_env")
+    donor = rb.hosts[rb.donor]
+    from resync.mysql import ConnectionSpec
+
+    spec = ConnectionSpec(name=f"{rb.donor} as {user}", host=donor.address, port=donor.mysql.port,
+                          user=user, password=password, connect_timeout=5)
+    try:
+        session = connector(spec)
+    except DatabaseError as exc:
+        raise ResyncError(f"the replication user cannot log in to {rb.donor}: {exc}") from None
+    close = getattr(session, "close", None)
+    if close:
+        close()
+    return f"'{user}' can log in to {donor.address}:{donor.mysql.port} with REPLICATION SLAVE"
+
+
+def _tools(ctx: StepContext, host: str, tools: tuple[str, ...]) -> str:
+    script = "; ".join(f"command -v {t} >/dev/null || echo {t}" for t in tools)
+    missing = ctx.host(host).run(script, check=False).stdout.split()
+    if missing:
+        raise ResyncError(f"missing on {host}: {', '.join(missing)} "
+                          "(Debian: apt-get install tar netcat-openbsd openssl iproute2)")
+    return ", ".join(tools)
+
+
+def _disk(ctx: StepContext, loaded: LoadedRunbook) -> str:
+    rb = loaded.model
+    donor_dir = rb.hosts[rb.donor].datadir
+    size = ctx.host(rb.donor).run(f"du -sb {donor_dir} | cut -f1", privileged=True).stdout
+    recipient_dir = rb.hosts[rb.recipient].datadir.rstrip("/")
+    parent = recipient_dir.rsplit("/", 1)[0] or "/"
+    free = ctx.host(rb.recipient).run(f"df -B1 --output=avail {parent} | tail -1").stdout
+    try:
+        need, avail = int(int(size.strip()) * DISK_FACTOR), int(free.strip())
+    except ValueError:
+        raise ResyncError(f"could not read sizes (du: {size.strip()!r}, df: {free.strip()!r})") from None
+    ctx.capture(DONOR_BYTES, int(size.strip()))
+    gib = 1024 ** 3
+    if avail < need:
+        raise ResyncError(f"{rb.recipient} has {avail / gib:.2f} GiB free under {parent}, needs "
+                          f"{need / gib:.2f} GiB (donor datadir x {DISK_FACTOR}; the old datadir "
+                          "is kept beside it)")
+    return f"donor datadir {int(size) / gib:.2f} GiB; {avail / gib:.2f} GiB free on {rb.recipient}"
+
+
+def _port_free(ctx: StepContext, loaded: LoadedRunbook) -> str:
+    rb = loaded.model
+    try:
+        out = ctx.host(rb.recipient).run(f"ss -Hltn 'sport = :{rb.copy_.port}'").stdout
+    except HostError as exc:
+        raise ResyncError(str(exc)) from None
+    if out.strip():
+        raise ResyncError(f"something already listens on port {rb.copy_.port}: {out.strip()}; "
+                          "choose another copy.port")
+    return "free"

@@ -1,0 +1,115 @@
+"""Terminal UI for runs: each step with its exact commands, confirm/skip/abort, copy progress."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.prompt import Prompt
+from rich.table import Table
+from rich.text import Text
+
+from resync.engine import Decision
+from resync.journal import Journal, StepState
+from resync.render import _action_text, step_view
+from resync.steps.base import Step
+
+_STATE_STYLE = {StepState.DONE: "green", StepState.FAILED: "bold red",
+                StepState.SKIPPED: "yellow", StepState.UNDONE: "magenta"}
+
+
+class TerminalUI:
+    def __init__(self, console: Console, *, interactive: bool, undo: bool = False) -> None:
+        self.console, self.interactive, self.undo = console, interactive, undo
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._numbers: dict[str, int] = {}
+
+    def number_steps(self, steps: list[Step]) -> None:
+        self._numbers = {s.key: i for i, s in enumerate(steps, 1)}
+
+    def show(self, step: Step) -> None:
+        view = step_view(self._numbers.get(step.key, 0), step)
+        actions = view.undo if self.undo else view.actions
+        body = Text("\n").join(_action_text(a) for a in actions) if actions else Text("-")
+        title = f"{view.number}. {'UNDO ' if self.undo else ''}{view.title}"
+        style = "red" if view.destructive else "blue"
+        self.console.print(Panel(body, title=title, title_align="left", border_style=style))
+
+    def confirm(self, step: Step) -> Decision:
+        self.show(step)
+        if not self.interactive:
+            return Decision.RUN
+        answer = Prompt.ask("run this step?  [y]es / [s]kip / [a]bort", console=self.console,
+                            choices=["y", "s", "a"], default="y")
+        return {"y": Decision.RUN, "s": Decision.SKIP, "a": Decision.ABORT}[answer]
+
+    def step_started(self, step: Step) -> None:
+        self.console.print(f"[dim]… {step.key}[/dim]")
+
+    def step_finished(self, step: Step, state: StepState, note: str | None) -> None:
+        self._stop_progress()
+        if state is StepState.DONE and note:
+            self.show(step)
+        style = _STATE_STYLE.get(state, "")
+        extra = f" — {note}" if note else ""
+        self.console.print(f"[{style}]{state.value}[/{style}] {step.key}{extra}")
+
+    def progress(self, done: int, total: int | None, label: str) -> None:
+        if self._progress is None:
+            self._progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                      DownloadColumn(), TransferSpeedColumn(),
+                                      TimeRemainingColumn(), console=self.console)
+            self._progress.start()
+            self._task = self._progress.add_task(label, total=total)
+        assert self._task is not None
+        self._progress.update(self._task, completed=done, total=total)
+
+    def _stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress, self._task = None, None
+
+
+def summary(console: Console, journal: Journal) -> None:
+    captured = journal.data.captured
+    report = captured.get("verify.report")
+    if isinstance(report, str):
+        table = Table(title="verification (CHECKSUM TABLE)")
+        for col in ("table", "primary", "replica", "match"):
+            table.add_column(col)
+        for name, p, r in json.loads(report):
+            table.add_row(name, str(p), str(r), "[green]yes[/green]" if p == r else "[red]NO[/red]")
+        console.print(table)
+    figures = Table.grid(padding=(0, 2))
+    for key in ("copy.bytes", "copy.seconds", "copy.bytes_per_second", "source.file",
+                "source.pos", "source.gtid", "recipient.old_datadir"):
+        if key in captured:
+            figures.add_row(Text(key, style="bold"), Text(_fmt(key, captured[key])))
+    console.print(figures)
+    times = Table(title="step wall times")
+    times.add_column("step")
+    times.add_column("state")
+    times.add_column("seconds", justify="right")
+    for s in journal.data.steps:
+        secs = (f"{s.finished_at - s.started_at:.2f}" if s.started_at and s.finished_at
+                and s.state is StepState.DONE else "")
+        times.add_row(s.key, s.state.value, secs)
+    console.print(times)
+    console.print(f"journal: [bold]{journal.path}[/bold]")
+
+
+def _fmt(key: str, value: Any) -> str:
+    if key == "copy.bytes_per_second" and isinstance(value, int | float):
+        return f"{value / 1e6:.1f} MB/s"
+    return str(value)

@@ -1,0 +1,166 @@
+"""`plan` output: golden files for both example runbooks, version-specific SQL, no secrets.
+
+Regenerate the golden files after an intended change with
+    RESYNC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py
+and read the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from resync.plan import Plan, assumed_facts, build_plan, parse_version_overrides
+from resync.render import render_json, render_markdown, render_text, views
+from resync.runbook import parse_runbook
+from resync.secrets import MASK
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+EXAMPLES = ("rebuild-old-primary", "rebuild-replica")
+UPDATE = os.environ.get("RESYNC_UPDATE_GOLDEN") == "1"
+
+
+def make_plan(name: str, versions: str | None = None) -> Plan:
+    # a fixed, relative path label keeps the golden files independent of the checkout location
+    label = Path("runbooks") / f"{name}.yaml"
+    loaded = parse_runbook((ROOT / label).read_text(encoding="utf-8"), label)
+    return build_plan(loaded, assumed_facts(loaded, parse_version_overrides(versions, loaded)))
+
+
+def rendered(name: str, fmt: str, versions: str | None = None) -> str:
+    plan = make_plan(name, versions)
+    return render_markdown(plan) if fmt == "md" else render_json(plan)
+
+
+def as_text(plan: Plan) -> str:
+    out = io.StringIO()
+    render_text(plan, Console(file=out, width=240, color_system=None, highlight=False))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["md", "json"])
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_golden(name: str, fmt: str) -> None:
+    golden = GOLDEN / f"{name}.{fmt}"
+    actual = rendered(name, fmt)
+    if UPDATE:
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(actual, encoding="utf-8")
+    assert golden.exists(), f"{golden} is missing: run with RESYNC_UPDATE_GOLDEN=1 to create it"
+    assert actual == golden.read_text(encoding="utf-8"), (
+        f"plan output changed for {name} ({fmt}); if intended, regenerate with "
+        "RESYNC_UPDATE_GOLDEN=1 and review the diff")
+
+
+# -- what the golden files must contain (checked on the rendered plan, not on the files) -----------
+
+
+def test_old_primary_plan_structure() -> None:
+    doc = json.loads(rendered("rebuild-old-primary", "json"))
+    assert (doc["donor"], doc["recipient"], doc["primary_after"]) == ("db2", "db1", "db1")
+    assert doc["versions_source"] == "assumed"
+    assert doc["replication_mode"] == "gtid"  # MariaDB assumed: GTIDs always on
+    keys = [s["key"] for s in doc["steps"]]
+    assert keys == [
+        "preflight", "stop-replication:db2", "read-lock:db2:donor",
+        "stop-service:db1", "stop-service:db2", "move-datadir-aside:db1",
+        "copy-datadir:db2->db1", "start-service:db1", "start-service:db2",
+        "reset-binlogs:db1", "read-lock:db1:source", "point-replica:db2", "wait-replica:db2",
+        "unlock:db1", "verify-data:db1=db2",
+    ]
+    assert [s["number"] for s in doc["steps"]] == list(range(1, len(keys) + 1))
+    destructive = {s["key"] for s in doc["steps"] if s["destructive"]}
+    assert destructive == {"move-datadir-aside:db1", "copy-datadir:db2->db1", "reset-binlogs:db1"}
+    by_key = {s["key"]: s for s in doc["steps"]}
+    assert by_key["move-datadir-aside:db1"]["undo"], "moving the datadir aside must be undoable"
+    assert by_key["reset-binlogs:db1"]["undo"] == []
+    assert by_key["stop-service:db1"]["undo"][0]["text"] == "systemctl start mariadb"
+    point = [a["text"] for a in by_key["point-replica:db2"]["actions"]]
+    assert point == [
+        "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL gtid_slave_pos = <source.gtid>",
+        "CHANGE MASTER TO MASTER_HOST='db1.example.internal', MASTER_PORT=3306, MASTER_USER='repl', "
+        f"MASTER_PASSWORD='{MASK}', MASTER_USE_GTID=slave_pos",
+        "START SLAVE",
+    ]
+    hosts = {a["host"] for s in doc["steps"] for a in s["actions"]}
+    assert hosts == {"db1", "db2"}
+
+
+def test_replica_plan_structure() -> None:
+    doc = json.loads(rendered("rebuild-replica", "json"))
+    keys = [s["key"] for s in doc["steps"]]
+    assert keys == [
+        "preflight", "read-lock:db1:source", "stop-service:db2", "stop-service:db1",
+        "move-datadir-aside:db2", "copy-datadir:db1->db2", "start-service:db2", "start-service:db1",
+        "point-replica:db2", "wait-replica:db2", "verify-data:db1=db2",
+    ]
+    assert not any(k.startswith(("reset-binlogs", "stop-replication", "unlock")) for k in keys)
+
+
+def test_markdown_flags_destructive_steps_and_missing_undo() -> None:
+    md = rendered("rebuild-old-primary", "md")
+    assert md.startswith("# resync plan: rebuild-db1-from-db2\n")
+    assert "## 6. Move db1's datadir aside (kept) and create an empty one — **DESTRUCTIVE**" in md
+    assert md.count("— **DESTRUCTIVE**") == 3
+    assert md.count("Undo: none") == 2  # the copy and the binlog reset
+    for step in views(make_plan("rebuild-old-primary")):
+        assert f"## {step.number}. {step.title}" in md
+        for action in step.actions:
+            assert action.text in md
+
+
+def test_mysql_84_renders_the_new_keywords() -> None:
+    versions = "donor=mysql-8.4.3,recipient=mysql-8.4.3"
+    plan = make_plan("rebuild-old-primary", versions)
+    assert plan.facts.source == "given"
+    sql = [a.text for v in views(plan) for a in v.actions + v.undo if a.kind == "sql"]
+    # REPLICATION SLAVE is the privilege's name on every version (the preflight check names it)
+    checks = [a.text.replace("REPLICATION SLAVE", "REPLICATION_PRIV") for v in views(plan)
+              for a in v.actions if a.kind == "check"]
+    joined = "\n".join(sql)
+    assert any(s.startswith("CHANGE REPLICATION SOURCE TO SOURCE_HOST='db1.example.internal'")
+               for s in sql), joined
+    assert "SHOW BINARY LOG STATUS" in sql
+    assert "RESET BINARY LOGS AND GTIDS" in sql
+    assert "STOP REPLICA" in sql and "START REPLICA" in sql
+    assert not [s for s in sql + checks if re.search(r"\bMASTER|MASTER_|SLAVE\b", s)], joined
+    md = render_markdown(plan)
+    assert "given with --server-version" in md
+    assert "ASSUMED" not in md
+    # the replica scenario on 8.4 too (no binlog reset there, but the new names everywhere)
+    replica_sql = [a.text for v in views(make_plan("rebuild-replica", versions)) for a in v.actions
+                   if a.kind == "sql"]
+    assert "SHOW BINARY LOG STATUS" in replica_sql
+    assert not [s for s in replica_sql if "MASTER" in s]
+
+
+def test_text_format_warns_when_versions_are_assumed() -> None:
+    assumed = as_text(make_plan("rebuild-old-primary"))
+    assert "ASSUMED" in assumed
+    assert "check before the window" in assumed
+    assert "DESTRUCTIVE" in assumed
+    given = as_text(make_plan("rebuild-old-primary", "donor=mariadb-10.11,recipient=mariadb-10.11"))
+    assert "ASSUMED" not in given
+    assert "given with --server-version" in given
+
+
+def test_password_never_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {"DB1_PASSWORD": "pw-db1-Qq9", "DB2_PASSWORD": "pw-db2-Rr8", "REPL_PASSWORD": "pw-repl-Ss7"}
+    for var, value in secrets.items():
+        monkeypatch.setenv(var, value)
+    for name in EXAMPLES:
+        for versions in (None, "donor=mysql-8.4.3,recipient=mysql-8.4.3",
+                         "donor=mysql-5.7.44,recipient=mysql-5.7.44"):
+            plan = make_plan(name, versions)
+            outputs = [render_markdown(plan), render_json(plan), as_text(plan)]
+            for out in outputs:
+                assert MASK in out
+                for value in secrets.values():
+                    assert value not in out
