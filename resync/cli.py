@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from resync.runbook import LoadedRunbook
@@ -36,7 +37,7 @@ def _guard(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except ResyncError as exc:
-            err.print(f"[bold red]resync:[/bold red] {exc}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]resync:[/bold red] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("[bold red]resync:[/bold red] interrupted")
@@ -107,7 +108,8 @@ def check(runbook: str) -> None:
     for col in ("check", "result", "detail"):
         table.add_column(col)
     for r in results:
-        table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+        table.add_row(escape(r.name), "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
+                      escape(r.detail))
     _console().print(table)
     if not all(r.ok for r in results):
         raise GateRefused("preflight failed (nothing was changed)")
@@ -190,7 +192,7 @@ def verify(runbook: str) -> None:
     for col in ("table", "primary", "replica", "match"):
         table.add_column(col)
     for r in results:
-        table.add_row(r.table, str(r.primary), str(r.replica),
+        table.add_row(escape(r.table), str(r.primary), str(r.replica),
                       "[green]yes[/green]" if r.ok else "[red]NO[/red]")
     _console().print(table)
     bad = [r.table for r in results if not r.ok]

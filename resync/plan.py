@@ -48,11 +48,32 @@ class Plan:
     def dialect(self, host: str) -> Dialect:
         return dialect_for(self.facts.versions[host])
 
-    def initial_values(self, run_id: str) -> dict[str, str]:
-        """Values fixed when a run starts (captured into the journal before the first step)."""
+    def initial_values(self, run_id: str) -> dict[str, str | int]:
+        """Values fixed when a run starts (captured into the journal before the first step).
+
+        The server facts are among them: resume and rollback rebuild the same plan from the
+        journal, while the servers may be down.
+        """
         rb = self.loaded.model
-        return {"run_id": run_id,
-                OLD_DATADIR: old_datadir_path(rb.hosts[rb.recipient].datadir, run_id)}
+        values: dict[str, str | int] = {
+            "run_id": run_id, OLD_DATADIR: old_datadir_path(rb.hosts[rb.recipient].datadir, run_id)}
+        for host, version in self.facts.versions.items():
+            values[f"facts.version.{host}"] = str(version)
+        for host, on in self.facts.gtid_enabled.items():
+            values[f"facts.gtid.{host}"] = int(on)
+        return values
+
+
+def journaled_facts(loaded: LoadedRunbook, captured: Mapping[str, object]) -> PlanFacts:
+    """The facts a run started with, read back from its journal."""
+    rb = loaded.model
+    try:
+        versions = {h: ServerVersion.parse(str(captured[f"facts.version.{h}"]))
+                    for h in (rb.donor, rb.recipient)}
+    except (KeyError, ValueError) as exc:
+        raise BadInputError(f"the journal lacks the server facts of the run: {exc}") from None
+    gtid = {h: bool(captured[f"facts.gtid.{h}"]) for h in versions if f"facts.gtid.{h}" in captured}
+    return PlanFacts(versions, "detected", gtid)
 
 
 def parse_version_overrides(text: str | None, loaded: LoadedRunbook) -> dict[str, ServerVersion]:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from resync.errors import DatabaseError, PreflightFailed
 from resync.journal import Journal, JournalLock
-from resync.plan import Plan, build_plan, detect_facts
+from resync.plan import Plan, build_plan, detect_facts, journaled_facts
 from resync.runbook import LoadedRunbook, load_runbook
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def from_journal(journal_path: Path, runbook: str | None) -> tuple[LoadedRunbook
     journal = Journal.load(journal_path)
     loaded = load_runbook(runbook or journal.data.runbook_path)
     require_secrets(loaded)
-    plan = detected_plan(loaded)
+    plan = build_plan(loaded, journaled_facts(loaded, journal.data.captured))
     check_journal_matches(journal, plan.steps, loaded.sha256)
     return loaded, plan, journal
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from resync.dialect import dialect_for
 from resync.errors import DatabaseError
@@ -50,5 +51,5 @@ def render_status(loaded: LoadedRunbook, console: Console) -> None:
         table.add_column(f"{h} ({'donor' if h == rb.donor else 'recipient'})")
     keys = list(dict.fromkeys(k for r in rows.values() for k in r))
     for k in keys:
-        table.add_row(k, *(rows[h].get(k, "") for h in hosts))
+        table.add_row(Text(k), *(Text(rows[h].get(k, "")) for h in hosts))
     console.print(table)

@@ -55,7 +55,7 @@ class TerminalUI:
         return {"y": Decision.RUN, "s": Decision.SKIP, "a": Decision.ABORT}[answer]
 
     def step_started(self, step: Step) -> None:
-        self.console.print(f"[dim]… {step.key}[/dim]")
+        self.console.print(Text(f"… {step.key}", style="dim"))
 
     def step_finished(self, step: Step, state: StepState, note: str | None) -> None:
         self._stop_progress()
@@ -63,7 +63,7 @@ class TerminalUI:
             self.show(step)
         style = _STATE_STYLE.get(state, "")
         extra = f" — {note}" if note else ""
-        self.console.print(f"[{style}]{state.value}[/{style}] {step.key}{extra}")
+        self.console.print(Text.assemble((state.value, style), f" {step.key}{extra}"))
 
     def progress(self, done: int, total: int | None, label: str) -> None:
         if self._progress is None:
@@ -89,7 +89,7 @@ def summary(console: Console, journal: Journal) -> None:
         for col in ("table", "primary", "replica", "match"):
             table.add_column(col)
         for name, p, r in json.loads(report):
-            table.add_row(name, str(p), str(r), "[green]yes[/green]" if p == r else "[red]NO[/red]")
+            table.add_row(Text(name), str(p), str(r), "[green]yes[/green]" if p == r else "[red]NO[/red]")
         console.print(table)
     figures = Table.grid(padding=(0, 2))
     for key in ("copy.bytes", "copy.seconds", "copy.bytes_per_second", "source.file",
@@ -104,7 +104,7 @@ def summary(console: Console, journal: Journal) -> None:
     for s in journal.data.steps:
         secs = (f"{s.finished_at - s.started_at:.2f}" if s.started_at and s.finished_at
                 and s.state is StepState.DONE else "")
-        times.add_row(s.key, s.state.value, secs)
+        times.add_row(Text(s.key), s.state.value, secs)
     console.print(times)
     console.print(f"journal: [bold]{journal.path}[/bold]")
 

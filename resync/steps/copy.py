@@ -22,7 +22,7 @@ from resync.waiting import wait_until
 # Never copied: the donor's binary/relay logs and replication state (the recipient gets its own),
 # identity (auto.cnf: MySQL server_uuid must stay unique), run-time files.
 COMMON_EXCLUDES = (
-    "./*-bin.[0-9]*", "./*-bin.index", "./*relay-bin.*", "./*relay-log.*",
+    "./*-bin.[0-9]*", "./*-bin.index", "./*-bin.state", "./*relay-bin.*", "./*relay-log.*",
     "./master.info", "./relay-log.info", "./multi-master.info", "./master-*.info",
     "./relay-log-*.info", "./*.pid", "./*.sock", "./*.sock.lock", "./ibtmp1",
 )

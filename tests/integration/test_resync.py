@@ -1,0 +1,295 @@
+"""The resync, end to end, on real servers: `resync run/resume/rollback/verify/check` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+import pytest
+import yaml
+
+from resync.dialect import ServerVersion, dialect_for
+from resync.sandbox import REPL_PASSWORD_ENV, SANDBOX_PASSWORD_ENV, Sandbox
+
+COPY_PORT = 17900 + os.getpid() % 90
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def write_runbook(tmp_path: Path, pair: Any, *, donor: str, recipient: str, mode: str = "auto",
+                  lock_wait_timeout: int = 10, primary_after: str | None = None) -> Path:
+    doc = {
+        "version": 1, "name": f"test-{donor}-to-{recipient}", "hosts": pair.runbook_hosts(),
+        "donor": donor, "recipient": recipient, "primary_after": primary_after or recipient,
+        "replication": {"user": "repl", "password_env": REPL_PASSWORD_ENV, "mode": mode,
+                        "healthy_timeout": 60},
+        "copy": {"method": "stream", "port": COPY_PORT, "stall_timeout": 30},
+        "locks": {"lock_wait_timeout": lock_wait_timeout},
+    }
+    path = tmp_path / "runbook.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def connect(pair: Any, name: str) -> Any:
+    m = pair.runbook_hosts()[name]["mysql"]
+    return pymysql.connect(host=m["host"], port=m["port"], user=m["user"],
+                           password=os.environ[SANDBOX_PASSWORD_ENV], autocommit=True,
+                           cursorclass=pymysql.cursors.DictCursor)
+
+
+def sql(pair: Any, name: str, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    conn = connect(pair, name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params or None)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+
+
+def dialect(pair: Any, name: str) -> Any:
+    row = sql(pair, name, "SELECT @@version AS v, @@version_comment AS c")[0]
+    return dialect_for(ServerVersion.from_server(row["v"], row["c"]))
+
+
+def resync(tmp_path: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "resync", *args], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    if check:
+        assert proc.returncode == 0, (f"resync {' '.join(args)} -> {proc.returncode}\n"
+                                      f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def journal_of(tmp_path: Path) -> Path:
+    journals = sorted((tmp_path / "resync-journal").glob("*.json"))
+    assert len(journals) == 1, journals
+    return journals[0]
+
+
+def wait_rows(pair: Any, name: str, statement: str, expected: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = sql(pair, name, statement)
+        if got == expected:
+            return
+        assert time.monotonic() < deadline, f"{name}: {statement} -> {got}, expected {expected}"
+        time.sleep(0.2)
+
+
+def load_app_data(pair: Any) -> None:
+    """On db1 (the primary): an InnoDB table and a MyISAM table, replicated to db2."""
+    sql(pair, "db1", "CREATE DATABASE app")
+    sql(pair, "db1", "CREATE TABLE app.orders (id INT PRIMARY KEY, item VARCHAR(64), qty INT) ENGINE=InnoDB")
+    sql(pair, "db1", "CREATE TABLE app.audit (id INT PRIMARY KEY, note TEXT) ENGINE=MyISAM")
+    rows = ", ".join(f"({i}, 'item-{i}', {i % 7})" for i in range(1, 2001))
+    sql(pair, "db1", f"INSERT INTO app.orders VALUES {rows}")
+    notes = ", ".join(f"({i}, REPEAT('n{i}', 50))" for i in range(1, 501))
+    sql(pair, "db1", f"INSERT INTO app.audit VALUES {notes}")
+    wait_rows(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders", [{"n": 2000}])
+    wait_rows(pair, "db2", "SELECT COUNT(*) AS n FROM app.audit", [{"n": 500}])
+
+
+def fail_over_and_damage_db1(pair: Any) -> None:
+    """The seed's story: db1 breaks, the app moves to db2 (which stops replicating) and writes there."""
+    d2 = dialect(pair, "db2")
+    sql(pair, "db2", d2.stop_replica().sql)
+    sql(pair, "db2", "INSERT INTO app.orders VALUES (5001, 'written on db2 after failover', 1)")
+    sql(pair, "db2", "UPDATE app.orders SET qty = qty + 100 WHERE id <= 10")
+    conn = connect(pair, "db1")
+    with conn.cursor() as cur:  # damage that never reaches a binlog
+        cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute("DELETE FROM app.orders WHERE id % 10 = 0")
+        cur.execute("INSERT INTO app.orders VALUES (9999, 'only on the old db1', 0)")
+    conn.close()
+    if isinstance(pair, Sandbox):  # a truncated table file, as after the seed's crash
+        sql(pair, "db1", "FLUSH TABLES app.audit")
+        myd = pair["db1"].datadir / "app" / "audit.MYD"
+        os.truncate(myd, 1000)
+        sql(pair, "db1", "FLUSH TABLES app.audit")
+
+
+def verify_ok(tmp_path: Path, runbook: Path) -> str:
+    return resync(tmp_path, "verify", str(runbook), check=True).stdout
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["gtid", "file_pos"])
+def test_seed_scenario_rebuilds_old_primary_from_replica(tmp_path: Path, sandbox_pair: Any,
+                                                         mode: str) -> None:
+    pair = sandbox_pair
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1", mode=mode)
+
+    out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
+
+    assert "verification (CHECKSUM TABLE)" in out
+    # db1 has db2's data: the failover write, the updates, and not its own damage
+    assert sql(pair, "db1", "SELECT item FROM app.orders WHERE id = 5001") == [
+        {"item": "written on db2 after failover"}]
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 9999") == [{"n": 0}]
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders") == [{"n": 2001}]
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.audit") == [{"n": 500}]
+    # db1 is the primary again: its writes reach db2
+    sql(pair, "db1", "INSERT INTO app.orders VALUES (7001, 'written on db1 after resync', 2)")
+    wait_rows(pair, "db2", "SELECT item FROM app.orders WHERE id = 7001",
+              [{"item": "written on db1 after resync"}])
+    d1, d2 = dialect(pair, "db1"), dialect(pair, "db2")
+    assert sql(pair, "db1", d1.replica_status().sql) == []
+    status = sql(pair, "db2", d2.replica_status().sql)[0]
+    assert status[d2.status_fields.io_running] == "Yes"
+    assert status[d2.status_fields.sql_running] == "Yes"
+    using_gtid = str(status[d2.status_fields.using_gtid])
+    assert using_gtid in (("Slave_Pos", "1") if mode == "gtid" else ("No", "0"))
+    assert "match" in verify_ok(tmp_path, runbook)
+
+    journal = json.loads(journal_of(tmp_path).read_text())
+    assert journal["outcome"] == "done"
+    assert all(s["state"] == "done" for s in journal["steps"])
+    old = Path(journal["captured"]["recipient.old_datadir"])
+    if isinstance(pair, Sandbox):
+        assert (old / "app" / "orders.ibd").exists(), "the old datadir must be kept"
+        assert os.path.getsize(old / "app" / "audit.MYD") == 1000, "kept as it was, damage included"
+    text = journal_of(tmp_path).read_text()
+    for secret in (os.environ[SANDBOX_PASSWORD_ENV], os.environ[REPL_PASSWORD_ENV]):
+        assert secret not in text
+    assert journal["captured"]["copy.bytes"] > 1_000_000
+
+
+@pytest.mark.parametrize("mode", ["gtid", "file_pos"])
+def test_drifted_replica_is_rebuilt_from_primary(tmp_path: Path, sandbox_pair: Any, mode: str) -> None:
+    pair = sandbox_pair
+    load_app_data(pair)
+    conn = connect(pair, "db2")
+    with conn.cursor() as cur:  # drift: writes on the replica that the primary never saw
+        cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute("UPDATE app.orders SET qty = -1 WHERE id < 100")
+        cur.execute("DELETE FROM app.audit WHERE id > 400")
+    conn.close()
+    runbook = write_runbook(tmp_path, pair, donor="db1", recipient="db2", primary_after="db1",
+                            mode=mode)
+    assert resync(tmp_path, "verify", str(runbook)).returncode == 1, "the drift must be detected"
+
+    resync(tmp_path, "run", "--yes", str(runbook), check=True)
+
+    assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders WHERE qty = -1") == [{"n": 0}]
+    assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.audit") == [{"n": 500}]
+    sql(pair, "db1", "INSERT INTO app.orders VALUES (8001, 'after rebuild', 3)")
+    wait_rows(pair, "db2", "SELECT item FROM app.orders WHERE id = 8001", [{"item": "after rebuild"}])
+    assert sql(pair, "db1", dialect(pair, "db1").replica_status().sql) == []
+    verify_ok(tmp_path, runbook)
+
+
+def _run_until_copied_then_kill(tmp_path: Path, runbook: Path) -> Path:
+    proc = subprocess.Popen([sys.executable, "-m", "resync", "run", "--yes", str(runbook)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            assert proc.poll() is None, "resync ended before the copy was done"
+            assert time.monotonic() < deadline, "the copy step never finished"
+            journals = list((tmp_path / "resync-journal").glob("*.json"))
+            if journals:
+                states = {s["key"]: s["state"] for s in json.loads(journals[0].read_text())["steps"]}
+                if any(k.startswith("copy-datadir") and v == "done" for k, v in states.items()):
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return journal_of(tmp_path)
+
+
+def test_sigkill_after_copy_then_resume_finishes(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    journal = _run_until_copied_then_kill(tmp_path, runbook)
+    assert json.loads(journal.read_text())["outcome"] is None
+
+    resync(tmp_path, "resume", "--yes", str(journal), check=True)
+
+    data = json.loads(journal.read_text())
+    assert data["outcome"] == "done"
+    assert [s["key"] for s in data["steps"] if s["state"] != "done"] == []
+    verify_ok(tmp_path, runbook)
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 1}]
+
+
+def test_rollback_after_datadir_swap_restores_old_datadir(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    journal = _run_until_copied_then_kill(tmp_path, runbook)
+    old = Path(json.loads(journal.read_text())["captured"]["recipient.old_datadir"])
+
+    resync(tmp_path, "rollback", "--yes", str(journal), check=True)
+
+    # db1 runs on its own old data again (the row only it had is back); db2 runs untouched
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 9999") == [{"n": 1}]
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 0}]
+    assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 1}]
+    assert not old.exists(), "the old datadir went back into place"
+    assert Path(f"{old}.rejected").is_dir(), "the copied datadir is kept aside, not deleted"
+    assert json.loads(journal.read_text())["outcome"] == "rolled back"
+
+
+# --- refusals: nothing changes --------------------------------------------------------------------
+def test_lock_timeout_names_the_blocker_and_changes_nothing(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    load_app_data(pair)
+    runbook = write_runbook(tmp_path, pair, donor="db1", recipient="db2", primary_after="db1",
+                            lock_wait_timeout=1)
+    blocker = connect(pair, "db1")
+    with blocker.cursor() as cur:
+        cur.execute("LOCK TABLES app.orders WRITE")
+    sleeper = threading.Thread(target=lambda: sql(pair, "db1", "SELECT SLEEP(8) AS s"))
+    sleeper.start()
+    try:
+        proc = resync(tmp_path, "run", "--yes", str(runbook))
+    finally:
+        blocker.close()
+        sleeper.join()
+    assert proc.returncode == 1, proc.stderr
+    assert "could not take FLUSH TABLES WITH READ LOCK on db1 within 1s" in proc.stderr
+    assert "nothing was changed" in proc.stderr
+    assert "SLEEP(8)" in proc.stderr, "the blocking queries are named"
+    # nothing changed: both servers up, db2 still replicating from db1
+    d2 = dialect(pair, "db2")
+    assert sql(pair, "db2", d2.replica_status().sql)[0][d2.status_fields.sql_running] == "Yes"
+    states = {s["key"]: s["state"] for s in json.loads(journal_of(tmp_path).read_text())["steps"]}
+    assert states["read-lock:db1:source"] == "failed"
+    assert [k for k, v in states.items() if v == "done"] == ["preflight"]
+
+
+def test_wrong_password_is_refused_before_anything(tmp_path: Path, sandbox_pair: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = sandbox_pair
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    monkeypatch.setenv(SANDBOX_PASSWORD_ENV, "not-the-password")
+    proc = resync(tmp_path, "run", "--yes", str(runbook))
+    assert proc.returncode == 3
+    assert "wrong user or password" in proc.stderr
+    assert "not-the-password" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "resync-journal").exists(), "refused before a journal was started"
+
+
+def test_check_reports_each_preflight_result(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    proc = resync(tmp_path, "check", str(runbook), check=True)
+    for name in ("distinct server_id", "replication user", "disk space", "db1: log_bin on"):
+        assert name in proc.stdout
+    assert "FAIL" not in proc.stdout
