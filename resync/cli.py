@@ -198,3 +198,16 @@ def verify(runbook: str) -> None:
     bad = [r.table for r in results if not r.ok]
     if bad:
         raise ResyncError(f"checksums differ for: {', '.join(bad)}")
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="run the resync without questions")
+@click.option("--size-mb", default=300, show_default=True, help="approximate data to load")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False),
+              help="where the sandbox lives (default: a temporary directory, removed at the end)")
+@_guard
+def demo(yes: bool, size_mb: int, workdir: str | None) -> None:
+    """A local MariaDB pair, broken and resynced before your eyes (needs root)."""
+    from resync.demo import run_demo
+
+    run_demo(_console(), yes=yes, size_mb=size_mb, workdir=Path(workdir) if workdir else None)

@@ -70,9 +70,10 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
 
 
 def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,
-              journal_path: Path | None = None) -> Journal:
+              journal_path: Path | None = None, plan: Plan | None = None) -> Journal:
+    """Start a run. `plan` is the one already shown to the operator, if any: it is what runs."""
     require_secrets(loaded)
-    plan = detected_plan(loaded)
+    plan = plan or detected_plan(loaded)
     journal = new_journal(loaded, plan, journal_path)
     with JournalLock(journal.path):
         execute(loaded, plan, journal, console, yes=yes)

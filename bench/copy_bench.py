@@ -1,0 +1,138 @@
+"""Copy benchmark: resync's stream copy step against a raw `tar c | nc` -> `nc | tar x` baseline.
+
+Both run in this process, alternating, on the same datadir (built once with the sandbox and a
+data generator, reused with --reuse). Prints the median of each and the ratio resync/raw.
+
+Usage (root): .venv/bin/python bench/copy_bench.py [--size-gb 1.0] [--runs 3] [--reuse DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from resync.sandbox import Sandbox
+from resync.waiting import wait_until
+
+ROWS_PER_GB = 2_700_000
+PORT = 17977
+
+
+def build_datadir(root: Path, size_gb: float) -> Sandbox:
+    sandbox = Sandbox(root / "sandbox", names=("donor", "recipient"))
+    sandbox.create()
+    rows = int(size_gb * ROWS_PER_GB)
+    chunk = 500_000
+    sandbox["donor"].sql("CREATE DATABASE bench; CREATE TABLE bench.t (id INT PRIMARY KEY, a INT, "
+                         "b VARCHAR(64), c VARCHAR(200), KEY (a)) ENGINE=InnoDB;")
+    for start in range(0, rows, chunk):
+        sandbox["donor"].sql(
+            f"USE bench; INSERT INTO bench.t SELECT seq, seq % 1000, MD5(seq), REPEAT(MD5(seq + 1), 2) "
+            f"FROM seq_{start + 1}_to_{min(rows, start + chunk)} AS s;", timeout=3600)
+    sandbox.stop_all()
+    return sandbox
+
+
+def du(path: Path) -> int:
+    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+
+
+def empty(path: Path) -> None:
+    shutil.rmtree(path)
+    path.mkdir()
+
+
+def raw_copy(src: Path, dst: Path) -> float:
+    empty(dst)
+    receiver = subprocess.Popen(f"nc -d -l 127.0.0.1 {PORT} | tar -x -f - -C {dst}", shell=True)
+    wait_until(lambda: subprocess.run(f"ss -Hltn 'sport = :{PORT}'", shell=True,
+                                      capture_output=True, text=True).stdout.strip(),
+               what="raw listener", timeout=10, interval=0.01)
+    start = time.perf_counter()
+    subprocess.run(f"tar -c -f - -C {src} . | nc -N 127.0.0.1 {PORT}", shell=True, check=True)
+    receiver.wait()
+    return time.perf_counter() - start
+
+
+def resync_copy(sandbox: Sandbox, work: Path) -> float:
+    """The real StreamCopy step, run through a RunContext as `resync run` runs it."""
+    import yaml
+
+    from resync.context import RunContext
+    from resync.journal import Journal
+    from resync.plan import assumed_facts, build_plan
+    from resync.runbook import load_runbook
+    from resync.steps.copy import StreamCopy
+    from resync.steps.datadir import OLD_DATADIR
+
+    hosts = sandbox.runbook_hosts()
+    doc = {"version": 1, "name": "bench", "hosts": hosts, "donor": "donor",
+           "recipient": "recipient", "primary_after": "recipient",
+           "replication": {"user": "repl", "password_env": "BENCH_UNUSED"},
+           "copy": {"port": PORT}}
+    runbook = work / "bench.yaml"
+    runbook.write_text(yaml.safe_dump(doc))
+    loaded = load_runbook(runbook)
+    plan = build_plan(loaded, assumed_facts(loaded, {}))
+    step = next(s for s in plan.steps if isinstance(s, StreamCopy))
+    journal_path = work / f"journal-{time.monotonic_ns()}.json"
+    journal = Journal.create(journal_path, run_id="bench", runbook_path=str(runbook),
+                             runbook_sha256=loaded.sha256, steps=[(step.key, step.title)])
+    kept = work / "kept-old"
+    kept.mkdir(exist_ok=True)
+    journal.capture(OLD_DATADIR, str(kept))
+    ctx = RunContext(loaded, journal)
+    empty(sandbox["recipient"].datadir)
+    start = time.perf_counter()
+    step.run(ctx)
+    elapsed = time.perf_counter() - start
+    ctx.close()
+    journal_path.unlink()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reuse", type=Path, help="keep/reuse the generated datadir here")
+    args = parser.parse_args()
+    console = Console()
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="resync-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)
+    os.environ.setdefault("BENCH_UNUSED", "x")
+    existing = (work / "sandbox" / "donor" / "data").is_dir()
+    sandbox = Sandbox(work / "sandbox", names=("donor", "recipient")) if existing else None
+    if sandbox is None:
+        with console.status(f"building a {args.size_gb} GB datadir"):
+            sandbox = build_datadir(work, args.size_gb)
+    os.environ.update(sandbox.env())
+    src, dst = sandbox["donor"].datadir, sandbox["recipient"].datadir
+    size = du(src)
+    console.print(f"datadir {src}: {size / 1e9:.2f} GB")
+    raw, ours = [], []
+    for i in range(args.runs):
+        raw.append(raw_copy(src, dst))
+        ours.append(resync_copy(sandbox, work))
+        console.print(f"run {i + 1}: raw {size / raw[-1] / 1e6:7.1f} MB/s   "
+                      f"resync {size / ours[-1] / 1e6:7.1f} MB/s")
+    r, o = statistics.median(raw), statistics.median(ours)
+    console.print(f"median: raw tar|nc {r:.2f}s ({size / r / 1e6:.0f} MB/s), resync stream "
+                  f"{o:.2f}s ({size / o / 1e6:.0f} MB/s); resync/raw throughput ratio {r / o:.2f}")
+    if args.reuse is None:
+        sandbox.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
