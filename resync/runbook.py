@@ -101,6 +101,18 @@ class CopySettings(_Strict):
     stall_timeout: float = Field(default=60.0, gt=0)  # seconds without progress before the copy fails
     listen_timeout: float = Field(default=30.0, gt=0)  # seconds the receiver waits for the sender
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_partial_copy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("keep_system_schema"):
+            raise ValueError(
+                "keep_system_schema is refused: the whole datadir is copied because a partial "
+                "copy breaks the server (MariaDB keeps InnoDB system tables such as "
+                "mysql.gtid_slave_pos in ibdata1; MySQL 8 keeps its data dictionary in mysql.ibd)")
+        if isinstance(data, dict) and "keep_system_schema" in data:
+            data = {k: v for k, v in data.items() if k != "keep_system_schema"}
+        return data
+
 
 class LockSettings(_Strict):
     lock_wait_timeout: int = Field(default=10, ge=1)  # seconds FLUSH TABLES WITH READ LOCK may wait

@@ -65,8 +65,24 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
         return
     try:
         engine.run()
+        record_downtime(journal, plan.loaded.model.primary_after)
     finally:
         summary(console, journal)
+
+
+def record_downtime(journal: Journal, primary: str) -> None:
+    """Write-downtime: from the read lock on the donor until the new primary takes writes again."""
+    steps = {s.key: s for s in journal.data.steps}
+    lock = next((s for s in journal.data.steps if s.key.startswith("read-lock:")), None)
+    end = steps.get(f"unlock:{primary}") or steps.get(f"start-service:{primary}")
+    copy = next((s for s in journal.data.steps if s.key.startswith("copy-datadir:")), None)
+    if not (lock and end and lock.started_at and end.finished_at):
+        return
+    downtime = end.finished_at - lock.started_at
+    journal.capture("figures.write_downtime_seconds", round(downtime, 3))
+    if copy and copy.started_at and copy.finished_at:
+        journal.capture("figures.downtime_minus_copy_seconds",
+                        round(downtime - (copy.finished_at - copy.started_at), 3))
 
 
 def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,

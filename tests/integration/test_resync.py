@@ -178,7 +178,9 @@ def test_drifted_replica_is_rebuilt_from_primary(tmp_path: Path, sandbox_pair: A
     conn.close()
     runbook = write_runbook(tmp_path, pair, donor="db1", recipient="db2", primary_after="db1",
                             mode=mode)
-    assert resync(tmp_path, "verify", str(runbook)).returncode == 1, "the drift must be detected"
+    drift = resync(tmp_path, "verify", str(runbook))
+    assert drift.returncode == 1, "the drift must be detected"
+    assert "checksums differ for: app.audit, app.orders" in drift.stderr
 
     resync(tmp_path, "run", "--yes", str(runbook), check=True)
 
@@ -293,3 +295,19 @@ def test_check_reports_each_preflight_result(tmp_path: Path, sandbox_pair: Any) 
     for name in ("distinct server_id", "replication user", "disk space", "db1: log_bin on"):
         assert name in proc.stdout
     assert "FAIL" not in proc.stdout
+
+
+def test_status_shows_both_hosts(tmp_path: Path, sandbox_pair: Any) -> None:
+    runbook = write_runbook(tmp_path, sandbox_pair, donor="db2", recipient="db1")
+    out = resync(tmp_path, "status", str(runbook), check=True).stdout
+    assert "db2 (donor)" in out and "db1 (recipient)" in out
+    assert "IO Yes, SQL Yes, lag 0" in out  # db2 replicates from db1
+    assert "not a replica" in out
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, sandbox_root: Path) -> None:
+    proc = resync(tmp_path, "demo", "--yes", "--size-mb", "5", "--dir", str(sandbox_root))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "a row written on db1 arrived on db2" in proc.stdout
+    assert "NO" not in proc.stdout.split("verification (CHECKSUM TABLE)")[1].split("copy.bytes")[0]
+    assert not list(sandbox_root.glob("sandbox/*/run/*.pid")), "servers stopped at the end"

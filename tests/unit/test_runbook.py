@@ -329,3 +329,13 @@ def test_secret_from_set_env_var_is_masked(monkeypatch: pytest.MonkeyPatch) -> N
     assert str(secret) == MASK
     assert "pa55-word" not in repr(secret)
     assert "pa55-word" not in f"{secret}"
+
+
+def test_keep_system_schema_is_refused_with_the_reason(tmp_path: Path) -> None:
+    text = (RUNBOOKS / "rebuild-replica.yaml").read_text().replace(
+        "copy: {method: stream, port: 7878, compress: none}",
+        "copy: {method: stream, port: 7878, compress: none, keep_system_schema: true}")
+    with pytest.raises(RunbookError) as err:
+        parse_runbook(text, tmp_path / "rb.yaml")
+    assert "keep_system_schema is refused" in str(err.value)
+    assert "gtid_slave_pos" in str(err.value)
