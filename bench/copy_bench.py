@@ -22,7 +22,7 @@ from rich.console import Console
 from resync.sandbox import Sandbox
 from resync.waiting import wait_until
 
-ROWS_PER_GB = 2_700_000
+ROWS_PER_GB = 5_000_000
 PORT = 17977
 
 
@@ -64,14 +64,14 @@ def raw_copy(src: Path, dst: Path) -> float:
 
 
 def resync_copy(sandbox: Sandbox, work: Path) -> float:
-    """The real StreamCopy step, run through a RunContext as `resync run` runs it."""
+    """The real copy step (CopyDatadir), run through a RunContext as `resync run` runs it."""
     import yaml
 
     from resync.context import RunContext
     from resync.journal import Journal
     from resync.plan import assumed_facts, build_plan
     from resync.runbook import load_runbook
-    from resync.steps.copy import StreamCopy
+    from resync.steps.copy import CopyDatadir
     from resync.steps.datadir import OLD_DATADIR
 
     hosts = sandbox.runbook_hosts()
@@ -83,7 +83,7 @@ def resync_copy(sandbox: Sandbox, work: Path) -> float:
     runbook.write_text(yaml.safe_dump(doc))
     loaded = load_runbook(runbook)
     plan = build_plan(loaded, assumed_facts(loaded, {}))
-    step = next(s for s in plan.steps if isinstance(s, StreamCopy))
+    step = next(s for s in plan.steps if isinstance(s, CopyDatadir))
     journal_path = work / f"journal-{time.monotonic_ns()}.json"
     journal = Journal.create(journal_path, run_id="bench", runbook_path=str(runbook),
                              runbook_sha256=loaded.sha256, steps=[(step.key, step.title)])

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from resync.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
 from resync.errors import BadInputError, DatabaseError
 from resync.runbook import LoadedRunbook
 from resync.steps.base import Step
-from resync.steps.copy import StreamCopy, excludes_for
+from resync.steps.copy import CopyDatadir
+from resync.steps.copy_commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
 from resync.steps.datadir import OLD_DATADIR, MoveDatadirAside, old_datadir_path
 from resync.steps.locking import ReadLockAndCapture, Unlock
 from resync.steps.preflight import Preflight
@@ -24,9 +25,11 @@ from resync.steps.services import StartService, StopService
 from resync.steps.verify import VerifyData
 
 if TYPE_CHECKING:
+    from resync.hosts import Host
     from resync.mysql import ConnectionSpec, Session
 
 Mode = Literal["gtid", "file_pos"]
+ASSUMED_TOOLS = frozenset({"nc-openbsd", "bash-tcp", "ssh", "zstd", "lz4"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class PlanFacts:
     versions: Mapping[str, ServerVersion]
     source: str  # "detected", "given", or "assumed"
     gtid_enabled: Mapping[str, bool] = field(default_factory=dict)
+    tools: Mapping[str, frozenset[str]] = field(default_factory=dict)  # per host; empty: assumed
+
+    def tools_of(self, host: str) -> frozenset[str]:
+        return self.tools.get(host, ASSUMED_TOOLS)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class Plan:
             values[f"facts.version.{host}"] = str(version)
         for host, on in self.facts.gtid_enabled.items():
             values[f"facts.gtid.{host}"] = int(on)
+        for host, tools in self.facts.tools.items():
+            values[f"facts.tools.{host}"] = ",".join(sorted(tools))
         return values
 
 
@@ -73,7 +82,51 @@ def journaled_facts(loaded: LoadedRunbook, captured: Mapping[str, object]) -> Pl
     except (KeyError, ValueError) as exc:
         raise BadInputError(f"the journal lacks the server facts of the run: {exc}") from None
     gtid = {h: bool(captured[f"facts.gtid.{h}"]) for h in versions if f"facts.gtid.{h}" in captured}
-    return PlanFacts(versions, "detected", gtid)
+    tools = {h: frozenset(str(captured[f"facts.tools.{h}"]).split(",")) for h in versions
+             if f"facts.tools.{h}" in captured}
+    return PlanFacts(versions, "detected", gtid, tools)
+
+
+def detect_tools(loaded: LoadedRunbook, host_factory: Callable[[LoadedRunbook, str], Host]) -> dict[
+        str, frozenset[str]]:
+    """Which copy tools each host has (nc flavour, socat, zstd, lz4, ssh)."""
+    from resync.steps.copy_commands import TOOL_PROBE
+
+    rb = loaded.model
+    found: dict[str, frozenset[str]] = {}
+    for name in (rb.donor, rb.recipient):
+        host = host_factory(loaded, name)
+        try:
+            found[name] = frozenset(host.run(TOOL_PROBE, check=False).stdout.split())
+        finally:
+            host.close()
+    return found
+
+
+def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
+    rb = loaded.model
+    c = rb.copy_
+    d_host, r_host = rb.hosts[rb.donor], rb.hosts[rb.recipient]
+    donor_tools, recipient_tools = facts.tools_of(rb.donor), facts.tools_of(rb.recipient)
+    for tool in ([c.compress] if c.compress != "none" else []):
+        for host, tools in ((rb.donor, donor_tools), (rb.recipient, recipient_tools)):
+            if tool not in tools:
+                raise BadInputError(f"copy.compress is {tool} but {host} has no {tool} "
+                                    f"(apt-get install {tool}, or compress: none)")
+    spec = CopySpec(
+        donor=rb.donor, recipient=rb.recipient, donor_datadir=d_host.datadir,
+        recipient_datadir=r_host.datadir.rstrip("/"), listen_address=r_host.address, port=c.port,
+        owner=r_host.owner, excludes=excludes_for(facts.versions[rb.donor].flavor, c.exclude),
+        method=c.method, compress=c.compress, compress_level=c.compress_level,
+        compress_threads=c.compress_threads)
+    if c.method == "ssh":
+        user = (r_host.ssh.user if r_host.ssh else None)
+        target = c.ssh.target or (f"{user}@{r_host.address}" if user else r_host.address)
+        return replace(spec, ssh_target=target, ssh_options=c.ssh.options,
+                       ssh_cipher=c.ssh.cipher, ssh_sudo=c.ssh.sudo)
+    return replace(spec,
+                   listener=pick(recipient_tools, LISTENERS, rb.recipient, "receive"),
+                   connector=pick(donor_tools, CONNECTORS, rb.donor, "send"))
 
 
 def parse_version_overrides(text: str | None, loaded: LoadedRunbook) -> dict[str, ServerVersion]:
@@ -161,11 +214,8 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         StopService(recipient, r_host.service, "recipient"),
         StopService(donor, d_host.service, "donor"),
         MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
-        StreamCopy(donor, recipient, donor_datadir=d_host.datadir,
-                   recipient_datadir=r_host.datadir, listen_address=r_host.address,
-                   port=rb.copy_.port, owner=r_host.owner,
-                   excludes=excludes_for(facts.versions[donor].flavor, rb.copy_.exclude),
-                   stall_timeout=rb.copy_.stall_timeout, listen_timeout=rb.copy_.listen_timeout),
+        CopyDatadir(copy_spec(loaded, facts), stall_timeout=rb.copy_.stall_timeout,
+                    listen_timeout=rb.copy_.listen_timeout),
         StartService(recipient, r_host.service, "recipient"),
         StartService(donor, d_host.service, "donor"),
     ]

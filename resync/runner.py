@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from resync.errors import DatabaseError, PreflightFailed
+from resync.errors import DatabaseError, HostError, PreflightFailed
 from resync.journal import Journal, JournalLock
-from resync.plan import Plan, build_plan, detect_facts, journaled_facts
+from resync.plan import Plan, build_plan, detect_facts, detect_tools, journaled_facts
 from resync.runbook import LoadedRunbook, load_runbook
 
 if TYPE_CHECKING:
@@ -28,9 +28,15 @@ def require_secrets(loaded: LoadedRunbook) -> None:
 
 
 def detected_plan(loaded: LoadedRunbook, timeout: float | None = None) -> Plan:
+    """Connect to both servers and hosts: versions, GTID mode, copy tools -> the plan."""
+    from dataclasses import replace
+
+    from resync.context import make_host
+
     try:
         facts = detect_facts(loaded, timeout=timeout)
-    except DatabaseError as exc:
+        facts = replace(facts, tools=detect_tools(loaded, make_host))
+    except (DatabaseError, HostError) as exc:
         raise PreflightFailed([f"{exc} (nothing was changed)"]) from None
     return build_plan(loaded, facts)
 

@@ -1,172 +1,180 @@
-"""The physical copy, stream method: the seed's `tar c | nc` -> `nc | tar x`, host to host.
+"""The physical copy step: host to host, hashed on both ends, watched for progress and stalls.
 
-Bulk data flows from the donor's tar straight into the recipient's tar; the controller only
-starts the two ends, watches progress (bytes on the recipient's disk), detects stalls and
-compares what both ends saw: tar's byte totals and a SHA-256 of the stream computed on each side
-(`openssl dgst`, ~4x faster here than coreutils sha256sum, so it does not cap the copy).
+Bulk data flows from the donor's tar straight into the recipient's tar (a TCP stream or the
+OpenSSH client on the donor); the controller only starts the ends, polls the bytes landed in the
+recipient's datadir, stops both ends when nothing moves for `stall_timeout`, and compares what
+the two ends saw (tar's byte totals, SHA-256 of the stream) before the recipient may start.
 """
 
 from __future__ import annotations
 
-import re
 import time
+from dataclasses import replace
 
-from resync.actions import Action, Check, Ref, Shell, q
+from resync.actions import Action, Check, Shell, q
 from resync.errors import HostError, ResyncError
-from resync.hosts import Background
+from resync.hosts import Background, CommandResult
 from resync.steps.base import Step, StepContext
-from resync.steps.datadir import OLD_DATADIR
-from resync.steps.services import server_answers
-from resync.waiting import wait_until
-
-# Never copied: the donor's binary/relay logs and replication state (the recipient gets its own),
-# identity (auto.cnf: MySQL server_uuid must stay unique), run-time files.
-COMMON_EXCLUDES = (
-    "./*-bin.[0-9]*", "./*-bin.index", "./*-bin.state", "./*relay-bin.*", "./*relay-log.*",
-    "./master.info", "./relay-log.info", "./multi-master.info", "./master-*.info",
-    "./relay-log-*.info", "./*.pid", "./*.sock", "./*.sock.lock", "./ibtmp1",
+from resync.steps.copy_commands import (
+    RECEIVED,
+    SENT,
+    TAR_READ,
+    TAR_WRITTEN,
+    CopySpec,
+    bandwidth_probe,
+    clear_partial,
+    receiver,
+    sender,
 )
-FLAVOR_EXCLUDES = {"mysql": ("./auto.cnf", "./mysqld-auto.cnf"), "mariadb": ()}
+from resync.steps.services import server_answers
+from resync.waiting import Clock, wait_until
 
 DONOR_BYTES = "donor.datadir_bytes"
-_RESULT = re.compile(r"^RESYNC sha256=([0-9a-f]{64})$", re.MULTILINE)
-_TOTAL = re.compile(r"Total bytes (?:written|read): (\d+)")
-
-_HASHED_PIPE = (
-    't=$(mktemp -d /tmp/resync-copy.XXXXXX); trap \'rm -rf "$t"\' EXIT; mkfifo "$t/h"; '
-    'openssl dgst -sha256 -r < "$t/h" > "$t/sum" & hp=$!; '
-)
-_REPORT = 'wait $hp; echo "RESYNC sha256=$(cut -d" " -f1 "$t/sum")"'
+POLL_SECONDS = 0.5
 
 
-def excludes_for(flavor: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return COMMON_EXCLUDES + FLAVOR_EXCLUDES.get(flavor, ()) + extra
-
-
-class StreamCopy(Step):
+class CopyDatadir(Step):
     destructive = True
-    why = ("cold physical copy of the donor's datadir into the recipient's empty datadir; "
-           "plaintext on the wire: only across trusted networks")
 
-    def __init__(self, donor: str, recipient: str, *, donor_datadir: str, recipient_datadir: str,
-                 listen_address: str, port: int, owner: str, excludes: tuple[str, ...],
-                 stall_timeout: float, listen_timeout: float) -> None:
-        self.donor, self.recipient = donor, recipient
-        self.donor_datadir, self.recipient_datadir = donor_datadir, recipient_datadir.rstrip("/")
-        self.listen_address, self.port, self.owner = listen_address, port, owner
-        self.excludes, self.stall_timeout = excludes, stall_timeout
-        self.listen_timeout = listen_timeout
-        self.key = f"copy-datadir:{donor}->{recipient}"
-        self.title = f"Copy the datadir {donor} -> {recipient} (tar | nc stream, hashed)"
-        self.hosts = (donor, recipient)
-
-    def receiver(self) -> Shell:
-        d = q(self.recipient_datadir)
-        # a partial copy from an earlier attempt is cleared, but only while the old datadir is
-        # safely aside: the one copy that matters is never touched here
-        return Shell.line(
-            self.recipient,
-            "set -euo pipefail; test -d ", Ref(OLD_DATADIR), f"; find {d} -mindepth 1 -delete; ",
-            _HASHED_PIPE,
-            f"nc -d -l {q(self.listen_address)} {self.port} | tee \"$t/h\" | "
-            f"tar -x -f - --totals --no-same-owner -C {d}; ",
-            f"chown -R {q(self.owner)} {d}; ", _REPORT,
-            privileged=True)
-
-    def sender(self) -> Shell:
-        excludes = " ".join(f"--exclude={q(p)}" for p in self.excludes)
-        return Shell.line(
-            self.donor,
-            "set -euo pipefail; ", _HASHED_PIPE,
-            f"tar -c -f - --totals {excludes} -C {q(self.donor_datadir)} . | tee \"$t/h\" | "
-            f"nc -N {q(self.listen_address)} {self.port}; ", _REPORT,
-            privileged=True)
+    def __init__(self, spec: CopySpec, *, stall_timeout: float, listen_timeout: float) -> None:
+        self.spec, self.stall_timeout, self.listen_timeout = spec, stall_timeout, listen_timeout
+        self.key = f"copy-datadir:{spec.donor}->{spec.recipient}"
+        self.title = f"Copy the datadir {spec.donor} -> {spec.recipient} ({spec.label()}, hashed)"
+        self.hosts = (spec.donor, spec.recipient)
+        self.why = ("cold physical copy into the recipient's empty datadir; " +
+                    ("plaintext on the wire: only across trusted networks" if spec.method == "stream"
+                     else "encrypted by OpenSSH"))
 
     def plan(self) -> tuple[Action, ...]:
-        return (
-            Check(self.recipient, f"port {self.port} is free; receiver listens first"),
-            self.receiver(),
-            self.sender(),
-            Check(self.recipient, f"progress: bytes in {self.recipient_datadir} (du -sb) against "
-                  f"the donor's datadir size; no progress for {self.stall_timeout:g}s kills "
-                  "both ends; byte totals and SHA-256 of both ends must match"),
-        )
+        s = self.spec
+        recv = receiver(s)
+        first = ([Check(s.recipient, f"receiver listens on {s.listen_address}:{s.port} first")]
+                 if recv else [])
+        return (clear_partial(s), *first, *([recv] if recv else []), sender(s),
+                Check(s.recipient, f"progress: bytes in {s.recipient_datadir} (du -sb) against the "
+                      f"donor's datadir size; no progress for {self.stall_timeout:g}s stops both "
+                      "ends; byte totals and SHA-256 of both ends must match"))
 
     def run(self, ctx: StepContext) -> None:
         for host in self.hosts:
             if server_answers(ctx, host):
                 raise ResyncError(f"MySQL on {host} is running: a cold copy needs it stopped")
-        recipient_host = ctx.host(self.recipient)
-        receiver = recipient_host.start(self.receiver().bind(ctx.captured), privileged=True)
-        sender: Background | None = None
-        try:
-            self._wait_listening(ctx, receiver)
-            sender = ctx.host(self.donor).start(self.sender().bind(ctx.captured), privileged=True)
-            started = time.monotonic()
-            self._watch(ctx, receiver, sender)
-            sent, received = sender.wait(), receiver.wait()
-            seconds = time.monotonic() - started
-        except BaseException:
-            for proc in (sender, receiver):
-                if proc is not None:
-                    proc.kill()
-            raise
-        ctx.record_shell(self.sender(), sent.exit_code, sent.tail())
-        ctx.record_shell(self.receiver(), received.exit_code, received.tail())
-        for end, result in (("sender", sent), ("receiver", received)):
-            if not result.ok:
-                raise HostError(result.host, f"copy {end}", result.exit_code, result.tail())
-        self._compare(ctx, sent.stdout + sent.stderr, received.stdout + received.stderr, seconds)
-
-    def _wait_listening(self, ctx: StepContext, receiver: Background) -> None:
-        host = ctx.host(self.recipient)
-
-        def listening() -> bool:
-            if receiver.poll() is not None:
-                result = receiver.wait()
-                raise HostError(self.recipient, "copy receiver (nc -l)", result.exit_code,
-                                result.tail() or f"could not listen on port {self.port}")
-            probe = host.run(f"ss -Hltn 'sport = :{self.port}'", check=False)
-            return bool(probe.stdout.strip())
-
-        wait_until(listening, what=f"the receiver to listen on {self.listen_address}:{self.port}",
-                   timeout=self.listen_timeout, interval=0.05, clock=ctx.clock)
-        if receiver.poll() is not None:  # someone else holds the port and ours died
-            result = receiver.wait()
-            raise HostError(self.recipient, "copy receiver (nc -l)", result.exit_code, result.tail())
-
-    def _watch(self, ctx: StepContext, receiver: Background, sender: Background) -> None:
-        host = ctx.host(self.recipient)
-        total = ctx.captured.get(DONOR_BYTES)
-        total_bytes = int(total) if isinstance(total, int | float) else None
-        last_bytes, last_change = -1, ctx.clock.now()
-        while receiver.poll() is None or sender.poll() is None:
-            probe = host.run(f"du -sb {q(self.recipient_datadir)} | cut -f1", check=False,
-                             privileged=True)
-            done = int(probe.stdout.strip() or 0) if probe.ok else last_bytes
-            if done != last_bytes:
-                last_bytes, last_change = done, ctx.clock.now()
-                ctx.progress(done, total_bytes, "copy")
-            elif ctx.clock.now() - last_change > self.stall_timeout:
-                raise ResyncError(f"copy stalled: no progress for {self.stall_timeout:g}s at "
-                                  f"{done} bytes; both ends stopped, old datadir kept")
-            if sender.poll() not in (None, 0) and receiver.poll() is None:
-                receiver.kill()  # the sender died: the receiver would wait for ever
-            ctx.clock.sleep(0.5)
-        ctx.progress(last_bytes, total_bytes, "copy")
-
-    def _compare(self, ctx: StepContext, sent: str, received: str, seconds: float) -> None:
-        s_hash, r_hash = _RESULT.search(sent), _RESULT.search(received)
-        s_total, r_total = _TOTAL.search(sent), _TOTAL.search(received)
-        if not (s_hash and r_hash and s_total and r_total):
-            raise ResyncError("copy finished but an end did not report its byte total and hash")
-        if s_hash.group(1) != r_hash.group(1) or s_total.group(1) != r_total.group(1):
-            raise ResyncError(
-                f"copy integrity check failed: donor sent {s_total.group(1)} bytes sha256 "
-                f"{s_hash.group(1)}, recipient received {r_total.group(1)} bytes sha256 "
-                f"{r_hash.group(1)}; the recipient will not be started, old datadir kept")
-        nbytes = int(s_total.group(1))
+        ctx.shell(clear_partial(self.spec))
+        sent, received, seconds = run_pipeline(ctx, self.spec, receiver(self.spec),
+                                               sender(self.spec), stall_timeout=self.stall_timeout,
+                                               listen_timeout=self.listen_timeout)
+        nbytes = compare_ends(sent.stdout + sent.stderr,
+                              (received.stdout + received.stderr) if received else "")
         ctx.capture("copy.bytes", nbytes)
-        ctx.capture("copy.sha256", s_hash.group(1))
         ctx.capture("copy.seconds", round(seconds, 3))
         ctx.capture("copy.bytes_per_second", round(nbytes / seconds) if seconds else None)
+
+
+def run_pipeline(ctx: StepContext, spec: CopySpec, recv: Shell | None, send: Shell, *,
+                 stall_timeout: float, listen_timeout: float,
+                 watch: bool = True) -> tuple[CommandResult, CommandResult | None, float]:
+    """Start the receiver (if any), wait for its listener, start the sender, watch, reap both."""
+    receiving: Background | None = None
+    sending: Background | None = None
+    try:
+        if recv is not None:
+            receiving = ctx.host(spec.recipient).start(recv.bind(ctx.captured),
+                                                       privileged=recv.privileged)
+            _wait_listening(ctx, spec, receiving, listen_timeout)
+        started = time.monotonic()
+        sending = ctx.host(spec.donor).start(send.bind(ctx.captured), privileged=send.privileged)
+        if watch:
+            _watch(ctx, spec, receiving, sending, stall_timeout)
+        sent = sending.wait()
+        received = receiving.wait() if receiving else None
+        seconds = time.monotonic() - started
+    except BaseException:
+        for end in (sending, receiving):
+            if end is not None:
+                end.kill()
+        raise
+    ctx.record_shell(send, sent.exit_code, sent.tail())
+    if recv is not None and received is not None:
+        ctx.record_shell(recv, received.exit_code, received.tail())
+    for name, result in (("sender", sent), ("receiver", received)):
+        if result is not None and not result.ok:
+            raise HostError(result.host, f"copy {name}", result.exit_code, result.tail())
+    return sent, received, seconds
+
+
+def _wait_listening(ctx: StepContext, spec: CopySpec, receiving: Background, timeout: float) -> None:
+    host = ctx.host(spec.recipient)
+
+    def listening() -> bool:
+        if receiving.poll() is not None:
+            result = receiving.wait()
+            raise HostError(spec.recipient, "copy receiver", result.exit_code,
+                            result.tail() or f"could not listen on port {spec.port}")
+        probe = host.run(f"ss -Hltn 'sport = :{spec.port}'", check=False)
+        return bool(probe.stdout.strip())
+
+    wait_until(listening, what=f"the receiver to listen on {spec.listen_address}:{spec.port}",
+               timeout=timeout, interval=0.05, clock=ctx.clock)
+    if receiving.poll() is not None:  # someone else holds the port and ours died
+        result = receiving.wait()
+        raise HostError(spec.recipient, "copy receiver", result.exit_code,
+                        result.tail() or f"port {spec.port} is taken")
+
+
+def _watch(ctx: StepContext, spec: CopySpec, receiving: Background | None, sending: Background,
+           stall_timeout: float) -> None:
+    host = ctx.host(spec.recipient)
+    total = ctx.captured.get(DONOR_BYTES)
+    total_bytes = int(total) if isinstance(total, int | float) else None
+    stall = StallDetector(stall_timeout, ctx.clock)
+    done = 0
+    while sending.poll() is None or (receiving is not None and receiving.poll() is None):
+        probe = host.run(f"du -sb {q(spec.recipient_datadir)} | cut -f1", check=False,
+                         privileged=True)
+        if probe.ok and probe.stdout.strip().isdigit():
+            done = int(probe.stdout.strip())
+            ctx.progress(done, total_bytes, "copy")
+        if stall.stalled(done):
+            raise ResyncError(f"copy stalled: no progress for {stall_timeout:g}s at {done} bytes; "
+                              "both ends stopped, the old datadir is kept")
+        if sending.poll() not in (None, 0) and receiving is not None and receiving.poll() is None:
+            receiving.kill()  # the sender died: the receiver would wait for ever
+        ctx.clock.sleep(POLL_SECONDS)
+
+
+class StallDetector:
+    def __init__(self, timeout: float, clock: Clock) -> None:
+        self.timeout, self.clock = timeout, clock
+        self.last: int | None = None
+        self.since = clock.now()
+
+    def stalled(self, value: int) -> bool:
+        now = self.clock.now()
+        if value != self.last:
+            self.last, self.since = value, now
+            return False
+        return now - self.since > self.timeout
+
+
+def compare_ends(sent: str, received: str) -> int:
+    """Both ends must report the same byte total and SHA-256; returns the byte count."""
+    s_hash, r_hash = SENT.search(sent), RECEIVED.search(received) or RECEIVED.search(sent)
+    s_total = TAR_WRITTEN.search(sent)
+    r_total = TAR_READ.search(received) or TAR_READ.search(sent)
+    if not (s_hash and r_hash and s_total and r_total):
+        raise ResyncError("copy finished but an end did not report its byte total and hash")
+    if s_hash.group(1) != r_hash.group(1) or s_total.group(1) != r_total.group(1):
+        raise ResyncError(
+            f"copy integrity check failed: donor sent {s_total.group(1)} bytes sha256 "
+            f"{s_hash.group(1)}, recipient received {r_total.group(1)} bytes sha256 "
+            f"{r_hash.group(1)}; the recipient will not be started, the old datadir is kept")
+    return int(s_total.group(1))
+
+
+def measure_bandwidth(ctx: StepContext, spec: CopySpec, nbytes: int = 256 * 1024 * 1024) -> float:
+    """Bytes/s of the copy transport between donor and recipient (zeros, no disk involved)."""
+    probe_spec = replace(spec, compress="none")
+    recv, send = bandwidth_probe(probe_spec, nbytes)
+    _, _, seconds = run_pipeline(ctx, probe_spec, recv, send, stall_timeout=30, listen_timeout=10,
+                                 watch=False)
+    return nbytes / seconds if seconds > 0 else float("inf")

@@ -1,0 +1,183 @@
+"""The shell pipelines of a physical copy, as data: which tools, which flags, on which end.
+
+stream: the recipient listens (`nc -l`, or socat), the donor's `tar c` connects to it.
+ssh:    the donor runs `tar c | ssh recipient 'tar x'` with the OpenSSH client (encrypted).
+Both ends hash what crosses the wire (`openssl dgst -sha256` in a fifo beside the pipe) and tar
+reports its byte totals, so the two ends can be compared before the recipient is started.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Literal
+
+from resync.actions import Ref, Shell, q
+from resync.errors import ResyncError
+
+Method = Literal["stream", "ssh"]
+Compress = Literal["none", "zstd", "lz4"]
+
+# Never copied: the donor's binary/relay logs and replication state (the recipient gets its own),
+# identity (auto.cnf: MySQL server_uuid must stay unique), run-time files.
+COMMON_EXCLUDES = (
+    "./*-bin.[0-9]*", "./*-bin.index", "./*-bin.state", "./*relay-bin.*", "./*relay-log.*",
+    "./master.info", "./relay-log.info", "./multi-master.info", "./master-*.info",
+    "./relay-log-*.info", "./*.pid", "./*.sock", "./*.sock.lock", "./ibtmp1",
+)
+FLAVOR_EXCLUDES = {"mysql": ("./auto.cnf", "./mysqld-auto.cnf"), "mariadb": ()}
+
+# what each end may use to carry the stream, best first
+LISTENERS = ("nc-openbsd", "socat")
+CONNECTORS = ("nc-openbsd", "socat", "bash-tcp")
+TOOL_PROBE = ("nc -h 2>&1 | grep -q OpenBSD && echo nc-openbsd; command -v socat >/dev/null && "
+              "echo socat; command -v bash >/dev/null && echo bash-tcp; for t in zstd lz4 pv ssh; "
+              "do command -v $t >/dev/null && echo $t; done; true")
+
+SENT = re.compile(r"^RESYNC sent sha256=([0-9a-f]{64})$", re.MULTILINE)
+RECEIVED = re.compile(r"^RESYNC received sha256=([0-9a-f]{64})$", re.MULTILINE)
+TAR_WRITTEN = re.compile(r"Total bytes written: (\d+)")
+TAR_READ = re.compile(r"Total bytes read: (\d+)")
+
+_HASH_FIFO = (
+    't=$(mktemp -d /tmp/resync-copy.XXXXXX); trap \'rm -rf "$t"\' EXIT; mkfifo "$t/h"; '
+    'openssl dgst -sha256 -r < "$t/h" > "$t/sum" & hp=$!; '
+)
+
+
+def _report(direction: str) -> str:
+    return f'wait $hp; echo "RESYNC {direction} sha256=$(cut -d" " -f1 "$t/sum")"'
+
+
+def excludes_for(flavor: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return COMMON_EXCLUDES + FLAVOR_EXCLUDES.get(flavor, ()) + extra
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    donor: str
+    recipient: str
+    donor_datadir: str
+    recipient_datadir: str
+    listen_address: str
+    port: int
+    owner: str
+    excludes: tuple[str, ...]
+    method: Method = "stream"
+    compress: Compress = "none"
+    compress_level: int = 1
+    compress_threads: int = 0  # zstd -T0: all cores
+    listener: str = "nc-openbsd"
+    connector: str = "nc-openbsd"
+    ssh_target: str = ""  # user@host the donor's ssh client reaches the recipient as
+    ssh_options: tuple[str, ...] = ()
+    ssh_cipher: str | None = "aes128-gcm@openssh.com"
+    ssh_sudo: bool = False
+
+    def label(self) -> str:
+        how = (f"tar | {self.connector} -> {self.listener} | tar" if self.method == "stream"
+               else f"tar | ssh ({self.ssh_cipher or 'default cipher'}) | tar")
+        return how + ("" if self.compress == "none" else f", {self.compress}")
+
+
+def _compress(spec: CopySpec) -> str:
+    if spec.compress == "zstd":
+        return f"zstd -q -{spec.compress_level} -T{spec.compress_threads} -c | "
+    if spec.compress == "lz4":
+        return f"lz4 -q -{spec.compress_level} -c | "
+    return ""
+
+
+def _decompress(spec: CopySpec) -> str:
+    return {"zstd": "zstd -q -d -c | ", "lz4": "lz4 -q -d -c | "}.get(spec.compress, "")
+
+
+def listen(tool: str, address: str, port: int) -> str:
+    if tool == "nc-openbsd":
+        return f"nc -d -l {q(address)} {port}"
+    if tool == "socat":
+        return f"socat -u TCP-LISTEN:{port},bind={address},reuseaddr STDOUT"
+    raise ResyncError(f"no listener tool '{tool}' (need OpenBSD nc or socat on the recipient)")
+
+
+def connect(tool: str, address: str, port: int) -> str:
+    if tool == "nc-openbsd":
+        return f"nc -N {q(address)} {port}"
+    if tool == "socat":
+        return f"socat -u STDIN TCP:{address}:{port}"
+    if tool == "bash-tcp":
+        return f"cat > /dev/tcp/{address}/{port}"
+    raise ResyncError(f"no connector tool '{tool}'")
+
+
+def pick(available: frozenset[str] | set[str], wanted: tuple[str, ...], host: str, role: str) -> str:
+    for tool in wanted:
+        if tool in available:
+            return tool
+    raise ResyncError(f"{host} has none of {', '.join(wanted)} to {role} the stream: "
+                      "apt-get install netcat-openbsd (or socat)")
+
+
+def clear_partial(spec: CopySpec) -> Shell:
+    """Empty the recipient's new datadir (an earlier attempt's partial copy), but only while the
+    old datadir is safely aside: the one copy that matters is never touched here."""
+    d = q(spec.recipient_datadir)
+    return Shell.line(spec.recipient, "set -e; test -d ", Ref("recipient.old_datadir"),
+                      f"; find {d} -mindepth 1 -delete", privileged=True)
+
+
+def _unpack(spec: CopySpec, source: str) -> str:
+    d = q(spec.recipient_datadir)
+    return (f"set -euo pipefail; {_HASH_FIFO}{source} | tee \"$t/h\" | {_decompress(spec)}"
+            f"tar -x -f - --totals --no-same-owner -C {d}; chown -R {q(spec.owner)} {d}; "
+            + _report("received"))
+
+
+def _pack(spec: CopySpec) -> str:
+    excludes = " ".join(f"--exclude={q(p)}" for p in spec.excludes)
+    return (f"tar -c -f - --totals {excludes} -C {q(spec.donor_datadir)} . | {_compress(spec)}"
+            'tee "$t/h"')
+
+
+def receiver(spec: CopySpec) -> Shell | None:
+    if spec.method == "ssh":
+        return None  # the donor's ssh client runs the receiving half
+    return Shell.line(spec.recipient, _unpack(spec, listen(spec.listener, spec.listen_address,
+                                                           spec.port)), privileged=True)
+
+
+def sender(spec: CopySpec) -> Shell:
+    if spec.method == "stream":
+        sink = connect(spec.connector, spec.listen_address, spec.port)
+    else:
+        remote = "bash -c " + shlex.quote(_unpack(spec, "cat"))
+        if spec.ssh_sudo:
+            remote = "sudo -n " + remote
+        cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
+        argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote]
+        sink = " ".join(q(a) for a in argv)
+    return Shell.line(spec.donor, f"set -euo pipefail; {_HASH_FIFO}{_pack(spec)} | {sink}; "
+                      + _report("sent"), privileged=True)
+
+
+def ssh_reachability(spec: CopySpec) -> Shell:
+    """Run on the donor: can its ssh client reach the recipient without a password or prompt?"""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *spec.ssh_options,
+            spec.ssh_target, "true"]
+    return Shell.line(spec.donor, " ".join(q(a) for a in argv), privileged=True, timeout=30)
+
+
+def bandwidth_probe(spec: CopySpec, nbytes: int) -> tuple[Shell | None, Shell]:
+    """The same transport carrying `nbytes` of zeros into /dev/null: a short bandwidth probe."""
+    if spec.method == "stream":
+        recv: Shell | None = Shell.line(spec.recipient, listen(spec.listener, spec.listen_address,
+                                                                spec.port) + " > /dev/null")
+        send = Shell.line(spec.donor, f"head -c {nbytes} /dev/zero | "
+                          + connect(spec.connector, spec.listen_address, spec.port))
+        return recv, send
+    cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
+    argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target,
+            "cat > /dev/null"]
+    return None, Shell.line(spec.donor, f"head -c {nbytes} /dev/zero | "
+                            + " ".join(q(a) for a in argv))
