@@ -26,10 +26,10 @@ def make_host(loaded: LoadedRunbook, name: str) -> Host:
     settings = loaded.model.hosts[name]
     if settings.local:
         return LocalHost(name)
-    from resync.errors import NotBuiltYet
+    from resync.runbook import SSHSettings
+    from resync.ssh import SSHHost  # paramiko only when a host is remote
 
-    raise NotBuiltYet(f"host '{name}' is reached over SSH, which is not built yet: "
-                      "set 'local: true' for hosts on this machine")
+    return SSHHost(name, settings.ssh or SSHSettings(), settings.address)
 
 
 class RunContext:

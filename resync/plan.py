@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from resync.mysql import ConnectionSpec, Session
 
 Mode = Literal["gtid", "file_pos"]
-ASSUMED_TOOLS = frozenset({"nc-openbsd", "bash-tcp", "ssh", "zstd", "lz4"})
+ASSUMED_TOOLS = frozenset({"nc-openbsd", "bash-tcp", "ssh", "zstd", "lz4", "pv"})
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,18 @@ def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
     c = rb.copy_
     d_host, r_host = rb.hosts[rb.donor], rb.hosts[rb.recipient]
     donor_tools, recipient_tools = facts.tools_of(rb.donor), facts.tools_of(rb.recipient)
-    for tool in ([c.compress] if c.compress != "none" else []):
+    needed = ([c.compress] if c.compress != "none" else []) + (["pv"] if c.rate_limit_mb_per_s else [])
+    for tool in needed:
         for host, tools in ((rb.donor, donor_tools), (rb.recipient, recipient_tools)):
             if tool not in tools:
-                raise BadInputError(f"copy.compress is {tool} but {host} has no {tool} "
-                                    f"(apt-get install {tool}, or compress: none)")
+                raise BadInputError(f"the copy settings need {tool} but {host} has none "
+                                    f"(apt-get install {tool})")
     spec = CopySpec(
         donor=rb.donor, recipient=rb.recipient, donor_datadir=d_host.datadir,
         recipient_datadir=r_host.datadir.rstrip("/"), listen_address=r_host.address, port=c.port,
         owner=r_host.owner, excludes=excludes_for(facts.versions[rb.donor].flavor, c.exclude),
         method=c.method, compress=c.compress, compress_level=c.compress_level,
-        compress_threads=c.compress_threads)
+        compress_threads=c.compress_threads, rate_limit_mb_per_s=c.rate_limit_mb_per_s)
     if c.method == "ssh":
         user = (r_host.ssh.user if r_host.ssh else None)
         target = c.ssh.target or (f"{user}@{r_host.address}" if user else r_host.address)

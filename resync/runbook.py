@@ -110,6 +110,7 @@ class CopySettings(_Strict):
     compress_threads: int = Field(default=0, ge=0)  # zstd -T: 0 = all cores
     ssh: CopySSHSettings = CopySSHSettings()
     bandwidth_mb_per_s: float | None = Field(default=None, gt=0)  # skip the probe: use this figure
+    rate_limit_mb_per_s: float | None = Field(default=None, gt=0)  # cap the copy (pv -L on the donor)
     exclude: tuple[str, ...] = ()  # extra patterns, on top of the per-flavor exclusions
     stall_timeout: float = Field(default=60.0, gt=0)  # seconds without progress before the copy fails
     listen_timeout: float = Field(default=30.0, gt=0)  # seconds the receiver waits for the sender

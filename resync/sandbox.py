@@ -242,18 +242,22 @@ class Sandbox:
     """N independent mariadbd servers under one root; a context manager (create ... destroy)."""
 
     def __init__(self, root: Path, names: Sequence[str] = ("db1", "db2"),
-                 base_port: int | None = None, address: str = "127.0.0.1",
+                 base_port: int | None = None, address: str | Sequence[str] = "127.0.0.1",
                  admin_password: str | None = None, repl_password: str | None = None) -> None:
         if not names or len(set(names)) != len(names) or not all(map(_NAME.fullmatch, names)):
             raise ValueError(f"server names must be distinct identifiers: {names!r}")
         self.root = Path(root).absolute()
-        self.address = address
+        # one address for all, or one per server (distinct loopback addresses act as hosts)
+        addresses = [address] * len(names) if isinstance(address, str) else list(address)
+        if len(addresses) != len(names):
+            raise ValueError(f"{len(names)} servers need {len(names)} addresses: {addresses!r}")
+        self.address = addresses[0]
         env = os.environ.get
         self.admin_password = admin_password or env(SANDBOX_PASSWORD_ENV) or secrets.token_hex(12)
         self.repl_password = repl_password or env(REPL_PASSWORD_ENV) or secrets.token_hex(12)
-        port = _free_base_port(address, len(names)) if base_port is None else base_port
+        port = _free_base_port(addresses[0], len(names)) if base_port is None else base_port
         self.servers: tuple[SandboxServer, ...] = tuple(
-            SandboxServer(name, self.root / name, address, port + i, i + 1)
+            SandboxServer(name, self.root / name, addresses[i], port + i, i + 1)
             for i, name in enumerate(names))
 
     def __getitem__(self, name: str) -> SandboxServer:

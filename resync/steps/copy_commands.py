@@ -74,11 +74,15 @@ class CopySpec:
     ssh_options: tuple[str, ...] = ()
     ssh_cipher: str | None = "aes128-gcm@openssh.com"
     ssh_sudo: bool = False
+    rate_limit_mb_per_s: float | None = None  # pv -L on the donor: leave bandwidth for others
 
     def label(self) -> str:
         how = (f"tar | {self.connector} -> {self.listener} | tar" if self.method == "stream"
                else f"tar | ssh ({self.ssh_cipher or 'default cipher'}) | tar")
-        return how + ("" if self.compress == "none" else f", {self.compress}")
+        if self.compress != "none":
+            how += f", {self.compress}"
+        return how + (f", limited to {self.rate_limit_mb_per_s:g} MB/s" if self.rate_limit_mb_per_s
+                      else "")
 
 
 def _compress(spec: CopySpec) -> str:
@@ -136,8 +140,10 @@ def _unpack(spec: CopySpec, source: str) -> str:
 
 def _pack(spec: CopySpec) -> str:
     excludes = " ".join(f"--exclude={q(p)}" for p in spec.excludes)
-    return (f"tar -c -f - --totals {excludes} -C {q(spec.donor_datadir)} . | {_compress(spec)}"
-            'tee "$t/h"')
+    limit = (f"pv -q -L {int(spec.rate_limit_mb_per_s * 1_000_000)} | "
+             if spec.rate_limit_mb_per_s else "")
+    return (f"tar -c -f - --totals {excludes} -C {q(spec.donor_datadir)} . | {limit}"
+            f"{_compress(spec)}tee \"$t/h\"")
 
 
 def receiver(spec: CopySpec) -> Shell | None:

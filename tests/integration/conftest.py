@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sshd import sshd_server  # noqa: F401  (shared: the session's test sshd)
 
 from resync.sandbox import (
     ADMIN_USER,
