@@ -50,6 +50,10 @@ def _guard(fn: Callable[..., None]) -> Callable[..., None]:
 @click.version_option(package_name="resync")
 def main() -> None:
     """Rebuild one MySQL/MariaDB server of a primary-replica pair from the other."""
+    import logging
+
+    # warnings from below the CLI (e.g. an unknown SSH host key accepted on request) reach stderr
+    logging.basicConfig(level=logging.WARNING, format="resync: warning: %(message)s")
 
 
 def _load(path: str) -> LoadedRunbook:
@@ -74,7 +78,7 @@ def plan(runbook: str, fmt: str, server_version: str | None, detect: bool) -> No
     if detect:
         from resync.runner import detected_plan
 
-        the_plan = detected_plan(loaded, timeout=5.0)
+        the_plan = detected_plan(loaded, timeout=5.0, estimate=True)
     else:
         versions = parse_version_overrides(server_version, loaded)
         the_plan = build_plan(loaded, assumed_facts(loaded, versions))
@@ -94,14 +98,15 @@ def check(runbook: str) -> None:
     from rich.table import Table
 
     from resync.errors import GateRefused
-    from resync.runner import require_secrets, scratch_context
-    from resync.steps.preflight import run_checks
+    from resync.runner import detected_plan, require_secrets, scratch_context
+    from resync.steps.preflight import Preflight, run_checks
 
     loaded = _load(runbook)
     require_secrets(loaded)
+    preflight = next(s for s in detected_plan(loaded).steps if isinstance(s, Preflight))
     ctx = scratch_context(loaded)
     try:
-        results = run_checks(ctx, loaded)
+        results = run_checks(ctx, loaded, preflight.spec)
     finally:
         ctx.close()
     table = Table(title=f"preflight: {loaded.model.name}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from resync.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
 from resync.errors import BadInputError, DatabaseError
+from resync.estimate import Estimate
 from resync.runbook import LoadedRunbook
 from resync.steps.base import Step
 from resync.steps.copy import CopyDatadir
@@ -40,6 +41,7 @@ class PlanFacts:
     source: str  # "detected", "given", or "assumed"
     gtid_enabled: Mapping[str, bool] = field(default_factory=dict)
     tools: Mapping[str, frozenset[str]] = field(default_factory=dict)  # per host; empty: assumed
+    estimate: Estimate | None = None
 
     def tools_of(self, host: str) -> frozenset[str]:
         return self.tools.get(host, ASSUMED_TOOLS)
@@ -202,7 +204,8 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     timeout = rb.locks.lock_wait_timeout
     rebuild_primary = primary == recipient  # the seed's scenario: the old primary is rebuilt
 
-    steps: list[Step] = [Preflight(loaded)]
+    spec = copy_spec(loaded, facts)
+    steps: list[Step] = [Preflight(loaded, spec)]
     if rebuild_primary:
         steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary"),
                   ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
@@ -215,7 +218,7 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         StopService(recipient, r_host.service, "recipient"),
         StopService(donor, d_host.service, "donor"),
         MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
-        CopyDatadir(copy_spec(loaded, facts), stall_timeout=rb.copy_.stall_timeout,
+        CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
                     listen_timeout=rb.copy_.listen_timeout),
         StartService(recipient, r_host.service, "recipient"),
         StartService(donor, d_host.service, "donor"),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from resync.errors import DatabaseError, HostError, PreflightFailed
+from resync.estimate import Estimate
 from resync.journal import Journal, JournalLock
 from resync.plan import Plan, build_plan, detect_facts, detect_tools, journaled_facts
 from resync.runbook import LoadedRunbook, load_runbook
@@ -27,8 +28,12 @@ def require_secrets(loaded: LoadedRunbook) -> None:
     loaded.secret(rb.replication.password_env, "replication", "password_env")
 
 
-def detected_plan(loaded: LoadedRunbook, timeout: float | None = None) -> Plan:
-    """Connect to both servers and hosts: versions, GTID mode, copy tools -> the plan."""
+def detected_plan(loaded: LoadedRunbook, timeout: float | None = None,
+                  estimate: bool = False) -> Plan:
+    """Connect to both servers and hosts: versions, GTID mode, copy tools -> the plan.
+
+    With `estimate`, also measure the donor's datadir and the copy bandwidth (a short probe).
+    """
     from dataclasses import replace
 
     from resync.context import make_host
@@ -36,9 +41,31 @@ def detected_plan(loaded: LoadedRunbook, timeout: float | None = None) -> Plan:
     try:
         facts = detect_facts(loaded, timeout=timeout)
         facts = replace(facts, tools=detect_tools(loaded, make_host))
+        plan = build_plan(loaded, facts)
+        if estimate:
+            plan = build_plan(loaded, replace(facts, estimate=measure_estimate(loaded, plan)))
     except (DatabaseError, HostError) as exc:
         raise PreflightFailed([f"{exc} (nothing was changed)"]) from None
-    return build_plan(loaded, facts)
+    return plan
+
+
+def measure_estimate(loaded: LoadedRunbook, plan: Plan) -> Estimate:
+    from resync.actions import Shell, q
+    from resync.estimate import PROBE_BYTES
+    from resync.steps.copy import measure_bandwidth
+    from resync.steps.preflight import Preflight
+
+    rb = loaded.model
+    spec = next(s for s in plan.steps if isinstance(s, Preflight)).spec
+    ctx = scratch_context(loaded)
+    try:
+        size = int(ctx.shell(Shell.line(rb.donor, f"du -sb {q(spec.donor_datadir)} | cut -f1",
+                                        privileged=True)).stdout.strip() or 0)
+        if rb.copy_.bandwidth_mb_per_s:
+            return Estimate(size, rb.copy_.bandwidth_mb_per_s * 1e6, "runbook")
+        return Estimate(size, measure_bandwidth(ctx, spec, PROBE_BYTES), "probe")
+    finally:
+        ctx.close()
 
 
 def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None) -> Journal:

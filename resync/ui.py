@@ -93,7 +93,8 @@ def summary(console: Console, journal: Journal) -> None:
         console.print(table)
     figures = Table.grid(padding=(0, 2))
     for key in ("copy.bytes", "copy.seconds", "copy.bytes_per_second", "source.file",
-                "source.pos", "source.gtid", "recipient.old_datadir", "figures.write_downtime_seconds",
+                "source.pos", "source.gtid", "recipient.old_datadir", "estimate.copy_seconds",
+                "estimate.write_downtime_seconds", "figures.write_downtime_seconds",
                 "figures.downtime_minus_copy_seconds"):
         if key in captured:
             figures.add_row(Text(key, style="bold"), Text(_fmt(key, captured[key])))

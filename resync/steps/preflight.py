@@ -6,12 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resync.actions import Action, Check
+from resync.actions import Action, Check, q
 from resync.dialect import ServerVersion
 from resync.errors import DatabaseError, HostError, PreflightFailed, ResyncError
+from resync.estimate import PROBE_BYTES, Estimate
 from resync.runbook import LoadedRunbook
 from resync.steps.base import Step, StepContext
-from resync.steps.copy import DONOR_BYTES
+from resync.steps.copy import DONOR_BYTES, measure_bandwidth
+from resync.steps.copy_commands import CopySpec, ssh_reachability
 
 if TYPE_CHECKING:
     from resync.mysql import ConnectionSpec
@@ -31,8 +33,8 @@ class CheckResult:
 class Preflight(Step):
     why = "read-only: refuses the run (exit 3) before anything is changed"
 
-    def __init__(self, loaded: LoadedRunbook) -> None:
-        self.loaded = loaded
+    def __init__(self, loaded: LoadedRunbook, spec: CopySpec) -> None:
+        self.loaded, self.spec = loaded, spec
         rb = loaded.model
         self.key = "preflight"
         self.title = "Preflight checks (read-only)"
@@ -48,19 +50,37 @@ class Preflight(Step):
             (rb.recipient, "server_id differs from the donor's; version not older than the "
                            "donor's; same flavor"),
             (rb.primary_after, "log_bin is ON (it will be the replication source)"),
-            (rb.donor, f"tools present: {', '.join(DONOR_TOOLS)}; datadir size (du -sb)"),
-            (rb.recipient, f"tools present: {', '.join(RECIPIENT_TOOLS)}; free disk >= "
+            (rb.donor, f"tools present: {', '.join(donor_tools(self.spec))}; datadir size "
+                       "(du -sb)"),
+            (rb.recipient, f"tools present: {', '.join(recipient_tools(self.spec))}; free disk >= "
                            f"{DISK_FACTOR} x donor datadir; copy port {rb.copy_.port} free"),
+            *([(rb.donor, f"ssh -o BatchMode=yes {self.spec.ssh_target} true: the donor reaches "
+                          "the recipient over SSH without a prompt")]
+              if self.spec.method == "ssh" else []),
+            (rb.recipient, "estimate: bandwidth probe of "
+                           f"{PROBE_BYTES // 2**20} MB over the copy transport (or "
+                           "copy.bandwidth_mb_per_s), datadir size -> copy time, write-downtime"),
         ))
 
     def run(self, ctx: StepContext) -> None:
-        results = run_checks(ctx, self.loaded)
+        results = run_checks(ctx, self.loaded, self.spec)
         failures = [f"{r.name}: {r.detail}" for r in results if not r.ok]
         if failures:
             raise PreflightFailed(failures)
 
 
-def run_checks(ctx: StepContext, loaded: LoadedRunbook,
+def donor_tools(spec: CopySpec) -> tuple[str, ...]:
+    extra = (["ssh"] if spec.method == "ssh" else []) + (
+        [spec.compress] if spec.compress != "none" else []) + (
+        ["pv"] if spec.rate_limit_mb_per_s else [])
+    return (*DONOR_TOOLS, *extra)
+
+
+def recipient_tools(spec: CopySpec) -> tuple[str, ...]:
+    return (*RECIPIENT_TOOLS, *([spec.compress] if spec.compress != "none" else []))
+
+
+def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
                connector: Callable[[ConnectionSpec], object] | None = None) -> list[CheckResult]:
     from resync.mysql import connect
 
@@ -99,11 +119,41 @@ def run_checks(ctx: StepContext, loaded: LoadedRunbook,
                             "primary needs log_bin (set it in my.cnf and restart)"))
     if rb.donor in facts:
         check("replication user", lambda: _replication_user(ctx, loaded, connector))
-    check(f"{rb.donor}: tools", lambda: _tools(ctx, rb.donor, DONOR_TOOLS))
-    check(f"{rb.recipient}: tools", lambda: _tools(ctx, rb.recipient, RECIPIENT_TOOLS))
+    check(f"{rb.donor}: tools", lambda: _tools(ctx, rb.donor, donor_tools(spec)))
+    check(f"{rb.recipient}: tools", lambda: _tools(ctx, rb.recipient, recipient_tools(spec)))
     check("disk space", lambda: _disk(ctx, loaded))
-    check(f"{rb.recipient}: copy port {rb.copy_.port} free", lambda: _port_free(ctx, loaded))
+    if spec.method == "ssh":
+        check(f"{rb.donor}: ssh to {rb.recipient}", lambda: _ssh_reachable(ctx, spec))
+    else:
+        check(f"{rb.recipient}: copy port {rb.copy_.port} free", lambda: _port_free(ctx, loaded))
+    if all(r.ok for r in results):
+        check("downtime estimate", lambda: _estimate(ctx, loaded, spec))
     return results
+
+
+def _ssh_reachable(ctx: StepContext, spec: CopySpec) -> str:
+    result = ctx.shell(ssh_reachability(spec), check=False)
+    if not result.ok:
+        raise ResyncError(
+            f"{spec.donor} cannot ssh to {spec.ssh_target} without a prompt: "
+            f"{result.tail().strip()[-300:]}. The ssh copy runs `tar c | ssh {spec.ssh_target} "
+            f"'tar x'` on {spec.donor}: give {spec.donor} a key the recipient accepts (or forward "
+            "your agent), accept the recipient's host key there (ssh-keyscan), or set "
+            "copy.ssh.options / copy.ssh.target")
+    return f"{spec.donor} reaches {spec.ssh_target} over SSH"
+
+
+def _estimate(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
+    declared = loaded.model.copy_.bandwidth_mb_per_s
+    size = ctx.captured.get(DONOR_BYTES)
+    if declared:
+        bandwidth, source = declared * 1e6, "runbook"
+    else:
+        bandwidth, source = measure_bandwidth(ctx, spec, PROBE_BYTES), "probe"
+    estimate = Estimate(int(size) if isinstance(size, int | float) else 0, bandwidth, source)
+    for key, value in estimate.as_values().items():
+        ctx.capture(key, value)
+    return estimate.describe()
 
 
 def _distinct(a: object, b: object) -> str:
@@ -165,10 +215,10 @@ def _tools(ctx: StepContext, host: str, tools: tuple[str, ...]) -> str:
 def _disk(ctx: StepContext, loaded: LoadedRunbook) -> str:
     rb = loaded.model
     donor_dir = rb.hosts[rb.donor].datadir
-    size = ctx.host(rb.donor).run(f"du -sb {donor_dir} | cut -f1", privileged=True).stdout
+    size = ctx.host(rb.donor).run(f"du -sb {q(donor_dir)} | cut -f1", privileged=True).stdout
     recipient_dir = rb.hosts[rb.recipient].datadir.rstrip("/")
     parent = recipient_dir.rsplit("/", 1)[0] or "/"
-    free = ctx.host(rb.recipient).run(f"df -B1 --output=avail {parent} | tail -1").stdout
+    free = ctx.host(rb.recipient).run(f"df -B1 --output=avail {q(parent)} | tail -1").stdout
     try:
         need, avail = int(int(size.strip()) * DISK_FACTOR), int(free.strip())
     except ValueError:

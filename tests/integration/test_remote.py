@@ -212,3 +212,26 @@ def test_stalled_copy_is_stopped_and_keeps_the_old_datadir(
     assert leftovers.returncode == 1, "both ends are stopped"
     data = json.loads(journal_of(tmp_path).read_text())
     assert Path(data["captured"]["recipient.old_datadir"], "app", "orders.ibd").exists()
+
+
+def test_plan_detect_shows_versions_tools_and_estimate(tmp_path: Path, remote_pair: Sandbox,
+                                                       sshd_server: TestSSHD) -> None:
+    runbook = write_runbook(tmp_path, remote_pair, donor="db2", recipient="db1",
+                            hosts=ssh_hosts(remote_pair, sshd_server))
+    out = resync(tmp_path, "plan", "--detect", "--format", "markdown", str(runbook), check=True).stdout
+    assert "detected from the servers" in out
+    assert "nc-openbsd" in out  # the detected stream tools are named
+    assert "MB/s (probe): copy ~" in out and "write-downtime ~" in out
+    assert "PLAINTEXT on the wire" in out
+
+
+def test_ssh_method_preflight_explains_an_unreachable_recipient(
+        tmp_path: Path, remote_pair: Sandbox, sshd_server: TestSSHD) -> None:
+    copy = {"method": "ssh", "ssh": {"options": ["-p", str(sshd_server.port), "-o",
+                                                 "IdentitiesOnly=yes", "-i", "/nonexistent"]}}
+    runbook = write_runbook(tmp_path, remote_pair, donor="db2", recipient="db1",
+                            hosts=ssh_hosts(remote_pair, sshd_server), copy=copy)
+    proc = resync(tmp_path, "check", str(runbook))
+    assert proc.returncode == 3
+    assert "db2: ssh to db1" in proc.stdout and "FAIL" in proc.stdout
+    assert "cannot ssh to" in proc.stdout and "forward" in proc.stdout
