@@ -51,19 +51,32 @@ def empty(path: Path) -> None:
     path.mkdir()
 
 
-def raw_copy(src: Path, dst: Path) -> float:
+def _excludes() -> str:
+    from resync.steps.copy_commands import excludes_for
+
+    return " ".join(f"--exclude='{p}'" for p in excludes_for("mariadb"))
+
+
+def raw_copy(src: Path, dst: Path, ssh: list[str] | None = None) -> float:
+    """The hand procedure: `tar c | nc` -> `nc | tar x` (or `tar c | ssh 'tar x'`), same files."""
     empty(dst)
-    receiver = subprocess.Popen(f"nc -d -l 127.0.0.1 {PORT} | tar -x -f - -C {dst}", shell=True)
-    wait_until(lambda: subprocess.run(f"ss -Hltn 'sport = :{PORT}'", shell=True,
-                                      capture_output=True, text=True).stdout.strip(),
-               what="raw listener", timeout=10, interval=0.01)
+    receiver = None
+    if ssh is None:
+        receiver = subprocess.Popen(f"nc -d -l 127.0.0.1 {PORT} | tar -x -f - -C {dst}", shell=True)
+        wait_until(lambda: subprocess.run(f"ss -Hltn 'sport = :{PORT}'", shell=True,
+                                          capture_output=True, text=True).stdout.strip(),
+                   what="raw listener", timeout=10, interval=0.01)
+        sink = f"nc -N 127.0.0.1 {PORT}"
+    else:
+        sink = " ".join(ssh) + f" 'tar -x -f - -C {dst}'"
     start = time.perf_counter()
-    subprocess.run(f"tar -c -f - -C {src} . | nc -N 127.0.0.1 {PORT}", shell=True, check=True)
-    receiver.wait()
+    subprocess.run(f"tar -c -f - {_excludes()} -C {src} . | {sink}", shell=True, check=True)
+    if receiver:
+        receiver.wait()
     return time.perf_counter() - start
 
 
-def resync_copy(sandbox: Sandbox, work: Path) -> float:
+def resync_copy(sandbox: Sandbox, work: Path, copy: dict[str, object]) -> tuple[float, int]:
     """The real copy step (CopyDatadir), run through a RunContext as `resync run` runs it."""
     import yaml
 
@@ -78,7 +91,7 @@ def resync_copy(sandbox: Sandbox, work: Path) -> float:
     doc = {"version": 1, "name": "bench", "hosts": hosts, "donor": "donor",
            "recipient": "recipient", "primary_after": "recipient",
            "replication": {"user": "repl", "password_env": "BENCH_UNUSED"},
-           "copy": {"port": PORT}}
+           "copy": {"port": PORT, **copy}}
     runbook = work / "bench.yaml"
     runbook.write_text(yaml.safe_dump(doc))
     loaded = load_runbook(runbook)
@@ -96,13 +109,28 @@ def resync_copy(sandbox: Sandbox, work: Path) -> float:
     step.run(ctx)
     elapsed = time.perf_counter() - start
     ctx.close()
+    nbytes = int(str(journal.data.captured["copy.bytes"]))
     journal_path.unlink()
-    return elapsed
+    return elapsed, nbytes
+
+
+def start_sshd() -> tuple[object, list[str]]:
+    """A throwaway sshd on loopback (the test suite's), and the ssh argv that reaches it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+    from sshd import TestSSHD  # type: ignore[import-not-found]
+
+    server = TestSSHD.start()
+    argv = ["ssh", "-o", "BatchMode=yes", "-c", "aes128-gcm@openssh.com", "-i",
+            str(server.client_key), "-p", str(server.port), "-o",
+            f"UserKnownHostsFile={server.known_hosts}", "root@127.0.0.1"]
+    return server, argv
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--size-gb", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reuse", type=Path, help="keep/reuse the generated datadir here")
     args = parser.parse_args()
@@ -118,17 +146,30 @@ def main() -> None:
             sandbox = build_datadir(work, args.size_gb)
     os.environ.update(sandbox.env())
     src, dst = sandbox["donor"].datadir, sandbox["recipient"].datadir
-    size = du(src)
-    console.print(f"datadir {src}: {size / 1e9:.2f} GB")
-    raw, ours = [], []
-    for i in range(args.runs):
-        raw.append(raw_copy(src, dst))
-        ours.append(resync_copy(sandbox, work))
-        console.print(f"run {i + 1}: raw {size / raw[-1] / 1e6:7.1f} MB/s   "
-                      f"resync {size / ours[-1] / 1e6:7.1f} MB/s")
-    r, o = statistics.median(raw), statistics.median(ours)
-    console.print(f"median: raw tar|nc {r:.2f}s ({size / r / 1e6:.0f} MB/s), resync stream "
-                  f"{o:.2f}s ({size / o / 1e6:.0f} MB/s); resync/raw throughput ratio {r / o:.2f}")
+    sshd, ssh_argv = start_sshd()
+    ssh_copy: dict[str, object] = {"method": "ssh",
+                                   "ssh": {"target": "root@127.0.0.1", "options": ssh_argv[4:-1]}}
+    console.print(f"datadir {src}: {du(src) / 1e9:.2f} GB on disk; {args.runs} alternating runs")
+    kinds = ("raw tar|nc", "resync stream", "raw tar|ssh", "resync ssh")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    nbytes = 0
+    try:
+        for i in range(args.runs):
+            times["raw tar|nc"].append(raw_copy(src, dst))
+            t, nbytes = resync_copy(sandbox, work, {})
+            times["resync stream"].append(t)
+            times["raw tar|ssh"].append(raw_copy(src, dst, ssh_argv))
+            times["resync ssh"].append(resync_copy(sandbox, work, ssh_copy)[0])
+            console.print(f"run {i + 1}: " + "   ".join(
+                f"{k} {nbytes / times[k][-1] / 1e6:6.0f} MB/s" for k in kinds))
+    finally:
+        sshd.stop()  # type: ignore[attr-defined]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    console.print(f"stream of {nbytes / 1e9:.2f} GB; medians:")
+    for k in kinds:
+        console.print(f"  {k:14s} {med[k]:6.2f}s  {nbytes / med[k] / 1e6:6.0f} MB/s")
+    console.print(f"resync stream / raw tar|nc throughput: {med['raw tar|nc'] / med['resync stream']:.2f}")
+    console.print(f"resync ssh / raw tar|ssh throughput:   {med['raw tar|ssh'] / med['resync ssh']:.2f}")
     if args.reuse is None:
         sandbox.destroy()
         shutil.rmtree(work, ignore_errors=True)

@@ -176,11 +176,10 @@ def status(runbook: str) -> None:
 @_guard
 def verify(runbook: str) -> None:
     """Compare CHECKSUM TABLE of every user table on primary and replica at a synced point."""
-    from rich.table import Table
-
     from resync.errors import ResyncError
     from resync.runner import detected_plan, require_secrets, scratch_context
     from resync.steps.verify import compare_data
+    from resync.ui import checksum_table
 
     loaded = _load(runbook)
     require_secrets(loaded)
@@ -193,13 +192,8 @@ def verify(runbook: str) -> None:
                                rb.locks.lock_wait_timeout)
     finally:
         ctx.close()
-    table = Table(title=f"{rb.primary_after} vs {rb.replica_after}")
-    for col in ("table", "primary", "replica", "match"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(escape(r.table), str(r.primary), str(r.replica),
-                      "[green]yes[/green]" if r.ok else "[red]NO[/red]")
-    _console().print(table)
+    _console().print(checksum_table(f"{rb.primary_after} vs {rb.replica_after}",
+                                    [(r.table, r.primary, r.replica) for r in results]))
     bad = [r.table for r in results if not r.ok]
     if bad:
         raise ResyncError(f"checksums differ for: {', '.join(bad)}")

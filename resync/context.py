@@ -102,6 +102,9 @@ class RunContext:
         self.release(host)
         self.held[host] = session
 
+    def holds(self, host: str) -> bool:
+        return host in self.held
+
     def release(self, host: str) -> None:
         """UNLOCK TABLES on the held connection, if any (after a crash the lock is already gone)."""
         session = self.held.pop(host, None)

@@ -85,8 +85,13 @@ class Engine:
 
     def _run_one(self, step: Step) -> None:
         record = self.journal.step(step.key)
-        if record.state in (StepState.DONE, StepState.SKIPPED):
+        if record.state is StepState.SKIPPED:
             return
+        if record.state is StepState.DONE:
+            if not self._lost_with_previous_process(step):
+                return
+            self.journal.transition(step.key, StepState.PENDING,
+                                    note="redone: its lock died with the previous process")
         self.ctx.begin_step(step.key)
         try:
             already = step.observe(self.ctx)
@@ -123,6 +128,14 @@ class Engine:
             self._fail(step, f"{type(exc).__name__}: {exc}")
         self.journal.transition(step.key, StepState.DONE)
         self.events.step_finished(step, StepState.DONE, None)
+
+    def _lost_with_previous_process(self, step: Step) -> bool:
+        """A done step whose effect lived in a connection of a process that is gone (a read lock)
+        must be redone if the step that ends its need has not run yet: otherwise writes could
+        slip between coordinates captured under the lock and the copy."""
+        if step.released_by is None or step.in_effect(self.ctx):
+            return False
+        return self.journal.step(step.released_by).state is not StepState.DONE
 
     def _fail(self, step: Step, cause: str) -> None:
         self.journal.transition(step.key, StepState.FAILED, error=cause)

@@ -209,11 +209,11 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     if rebuild_primary:
         steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary"),
                   ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
-                                     "stop writes before shutdown")]
+                                     "stop writes before shutdown", f"stop-service:{donor}")]
     else:
         # the copy is exactly the donor's state at these coordinates: the replica starts here
         steps.append(ReadLockAndCapture(donor, dialects[donor], "source", timeout,
-                                        "the replica will start from here"))
+                                        "the replica will start from here", f"stop-service:{donor}"))
     steps += [
         StopService(recipient, r_host.service, "recipient"),
         StopService(donor, d_host.service, "donor"),
@@ -226,7 +226,7 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     if rebuild_primary:
         steps += [ResetBinlogs(primary, dialects[primary]),
                   ReadLockAndCapture(primary, dialects[primary], "source", timeout,
-                                     "the replica will start from here")]
+                                     "the replica will start from here", f"unlock:{primary}")]
     p_host = rb.hosts[primary]
     steps += [
         PointReplica(replica, dialects[replica], source_address=p_host.address,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -81,16 +82,22 @@ class TerminalUI:
             self._progress, self._task = None, None
 
 
+def checksum_table(title: str, rows: Iterable[Sequence[Any]]) -> Table:
+    """(table, primary checksum, replica checksum) rows, with a match column."""
+    table = Table(title=title)
+    for col in ("table", "primary", "replica", "match"):
+        table.add_column(col)
+    for name, p, r in rows:
+        table.add_row(Text(str(name)), str(p), str(r),
+                      Text("yes", style="green") if p == r else Text("NO", style="bold red"))
+    return table
+
+
 def summary(console: Console, journal: Journal) -> None:
     captured = journal.data.captured
     report = captured.get("verify.report")
     if isinstance(report, str):
-        table = Table(title="verification (CHECKSUM TABLE)")
-        for col in ("table", "primary", "replica", "match"):
-            table.add_column(col)
-        for name, p, r in json.loads(report):
-            table.add_row(Text(name), str(p), str(r), "[green]yes[/green]" if p == r else "[red]NO[/red]")
-        console.print(table)
+        console.print(checksum_table("verification (CHECKSUM TABLE)", json.loads(report)))
     figures = Table.grid(padding=(0, 2))
     for key in ("copy.bytes", "copy.seconds", "copy.bytes_per_second", "source.file",
                 "source.pos", "source.gtid", "recipient.old_datadir", "estimate.copy_seconds",

@@ -29,6 +29,7 @@ class StepContext(Protocol):
     def new_session(self, host: str) -> Session: ...
     def hold(self, host: str, session: Session) -> None: ...
     def release(self, host: str) -> None: ...
+    def holds(self, host: str) -> bool: ...
     def host(self, name: str) -> Host: ...
     def progress(self, done: int, total: int | None, label: str) -> None: ...
 
@@ -44,6 +45,9 @@ class Step:
     hosts: tuple[str, ...] = ()
     destructive: bool = False
     why: str = ""  # one line for the plan: why this step exists
+    # for effects held by this process (a read lock on an open connection): the key of the step
+    # after which the effect is no longer needed; until then, a resumed run redoes this step
+    released_by: str | None = None
 
     def plan(self) -> tuple[Action, ...]:
         return ()
@@ -55,6 +59,10 @@ class Step:
     def observe(self, ctx: StepContext) -> bool:
         """Is the effect of this step already in place? (used on resume and to skip no-ops)"""
         return False
+
+    def in_effect(self, ctx: StepContext) -> bool:
+        """For steps with `released_by`: is the effect still held by this process?"""
+        return True
 
     def run(self, ctx: StepContext) -> None:
         for action in self.plan():

@@ -61,8 +61,10 @@ def take_read_lock(ctx: StepContext, host: str, timeout: int) -> Session:
 class ReadLockAndCapture(Step):
     """Stop writes on a host and record its binlog coordinates; the lock stays held after the step."""
 
-    def __init__(self, host: str, dialect: Dialect, prefix: str, timeout: int, purpose: str) -> None:
+    def __init__(self, host: str, dialect: Dialect, prefix: str, timeout: int, purpose: str,
+                 released_by: str) -> None:
         self.host_name, self.dialect, self.prefix, self.timeout = host, dialect, prefix, timeout
+        self.released_by = released_by
         self.key = f"read-lock:{host}:{prefix}"
         self.title = f"Read-lock {host} and record its coordinates ({purpose})"
         self.hosts = (host,)
@@ -78,6 +80,9 @@ class ReadLockAndCapture(Step):
         session = take_read_lock(ctx, self.host_name, self.timeout)
         ctx.hold(self.host_name, session)
         capture_coordinates(ctx, session, self.host_name, self.dialect, self.prefix)
+
+    def in_effect(self, ctx: StepContext) -> bool:
+        return ctx.holds(self.host_name)
 
     def undo_plan(self) -> tuple[Action, ...]:
         return (Sql(self.host_name, "UNLOCK TABLES"),)

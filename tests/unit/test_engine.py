@@ -683,3 +683,43 @@ def test_wait_until_returns_the_first_truthy_result() -> None:
     answers = iter([None, False, None, "ready"])
     assert wait_until(lambda: next(answers), what="x", timeout=10, interval=1, clock=clock) == "ready"
     assert clock.now() == 3
+
+
+class LockStep(FakeStep):
+    """Holds something in the process (like FLUSH TABLES WITH READ LOCK) until `released_by`."""
+
+    def __init__(self, key: str, log: Log, released_by: str, held: bool) -> None:
+        super().__init__(key, log)
+        self.released_by, self.held = released_by, held
+
+    def in_effect(self, ctx: StepContext) -> bool:
+        return self.held
+
+
+@pytest.mark.parametrize(("release_done", "expect_rerun"), [(False, True), (True, False)])
+def test_resume_redoes_a_lock_that_died_with_the_previous_process(
+        jpath: Path, release_done: bool, expect_rerun: bool) -> None:
+    """Regression: a crash between the donor's read lock and its shutdown lost the lock, and
+    resume went on to copy a donor that had taken writes after the captured coordinates."""
+    log: Log = []
+    steps: list[Step] = [LockStep("lock", log, released_by="stop", held=False),
+                         FakeStep("stop", log), FakeStep("copy", log)]
+    journal = make_journal(jpath, steps)
+    journal.transition("lock", StepState.DONE)
+    if release_done:
+        journal.transition("stop", StepState.DONE)
+
+    Engine(steps, Journal.load(jpath), FakeContext()).run()
+
+    assert ("run", "lock") in log if expect_rerun else ("run", "lock") not in log
+    assert runs(log)[-1] == "copy"
+    assert states(jpath)["lock"] == "done"
+
+
+def test_a_lock_still_held_is_not_redone(jpath: Path) -> None:
+    log: Log = []
+    steps: list[Step] = [LockStep("lock", log, released_by="stop", held=True), FakeStep("stop", log)]
+    journal = make_journal(jpath, steps)
+    journal.transition("lock", StepState.DONE)
+    Engine(steps, journal, FakeContext()).run()
+    assert runs(log) == ["stop"]
