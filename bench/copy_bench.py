@@ -148,7 +148,7 @@ def main() -> None:
     src, dst = sandbox["donor"].datadir, sandbox["recipient"].datadir
     sshd, ssh_argv = start_sshd()
     ssh_copy: dict[str, object] = {"method": "ssh",
-                                   "ssh": {"target": "root@127.0.0.1", "options": ssh_argv[4:-1]}}
+                                   "ssh": {"target": "root@127.0.0.1", "options": ssh_argv[5:-1]}}
     console.print(f"datadir {src}: {du(src) / 1e9:.2f} GB on disk; {args.runs} alternating runs")
     kinds = ("raw tar|nc", "resync stream", "raw tar|ssh", "resync ssh")
     times: dict[str, list[float]] = {k: [] for k in kinds}
