@@ -159,6 +159,18 @@ def rollback(journal_path: str, runbook: str | None, yes: bool) -> None:
 
 
 @main.command()
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(exists=True, dir_okay=False))
+@click.option("--runbook", help="the runbook, if it moved since the run started")
+@click.option("--yes", is_flag=True, help="no question (the run must still be done and verified)")
+@_guard
+def cleanup(journal_path: str, runbook: str | None, yes: bool) -> None:
+    """Delete the recipient's kept old datadir, once the run is done and its data verified."""
+    from resync.runner import cleanup as clean
+
+    clean(Path(journal_path), runbook, _console(), yes=yes)
+
+
+@main.command()
 @click.argument("runbook", type=click.Path(dir_okay=False))
 @_guard
 def status(runbook: str) -> None:

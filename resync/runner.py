@@ -163,3 +163,43 @@ def scratch_context(loaded: LoadedRunbook) -> RunContext:
     data = JournalData(run_id="scratch", runbook_path=str(loaded.path),
                        runbook_sha256=loaded.sha256, created_at=time.time(), steps=[])
     return RunContext(loaded, _MemoryJournal(Path("/dev/null"), data))
+
+
+def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: bool) -> None:
+    """Delete the recipient's kept old datadir, only after a finished, verified run."""
+    from rich.prompt import Confirm
+
+    from resync.actions import Ref, Shell
+    from resync.context import RunContext
+    from resync.errors import Aborted, GateRefused
+    from resync.journal import StepState
+    from resync.steps.datadir import OLD_DATADIR
+
+    with JournalLock(journal_path):
+        journal = Journal.load(journal_path)
+        loaded = load_runbook(runbook or journal.data.runbook_path)
+        verified = [s for s in journal.data.steps if s.key.startswith("verify-data:")]
+        if journal.data.outcome != "done" or not verified or verified[0].state is not StepState.DONE:
+            raise GateRefused("refusing to delete the old datadir: the run has not finished with "
+                              "its data verified (outcome: "
+                              f"{journal.data.outcome or 'unfinished'}); it may be the only good copy")
+        old = journal.data.captured.get(OLD_DATADIR)
+        if not old or journal.data.captured.get("cleanup.removed"):
+            console.print("nothing to clean up: the old datadir was already removed")
+            return
+        recipient = loaded.model.recipient
+        ctx = RunContext(loaded, journal)
+        ctx.begin_step("cleanup")
+        try:
+            size = ctx.shell(Shell.line(recipient, "du -sh ", Ref(OLD_DATADIR), " | cut -f1",
+                                        privileged=True)).stdout.strip()
+            console.print(f"old datadir of {recipient}: {old} ({size})")
+            if not yes and not Confirm.ask("delete it for good?", console=console, default=False):
+                raise Aborted("cleanup aborted by the operator; nothing was deleted")
+            ctx.shell(Shell.line(recipient, "rm -rf -- ", Ref(OLD_DATADIR), " ",
+                                 Ref(OLD_DATADIR), ".rejected", privileged=True))
+            journal.capture("cleanup.removed", time.time())
+        finally:
+            ctx.begin_step(None)
+            ctx.close()
+        console.print(f"removed {old}")

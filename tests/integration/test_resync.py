@@ -72,6 +72,9 @@ def test_seed_scenario_rebuilds_old_primary_from_replica(tmp_path: Path, sandbox
         assert secret not in text
     assert journal["captured"]["copy.bytes"] > 1_000_000
 
+    resync(tmp_path, "cleanup", "--yes", str(journal_of(tmp_path)), check=True)
+    assert not old.exists(), "cleanup removes the old datadir once the run is done and verified"
+
 
 @pytest.mark.parametrize("mode", ["gtid", "file_pos"])
 def test_drifted_replica_is_rebuilt_from_primary(tmp_path: Path, sandbox_pair: Any, mode: str) -> None:
@@ -153,6 +156,8 @@ def test_rollback_after_datadir_swap_restores_old_datadir(tmp_path: Path, sandbo
     assert not old.exists(), "the old datadir went back into place"
     assert Path(f"{old}.rejected").is_dir(), "the copied datadir is kept aside, not deleted"
     assert json.loads(journal.read_text())["outcome"] == "rolled back"
+    refused = resync(tmp_path, "cleanup", "--yes", str(journal))
+    assert refused.returncode == 3 and "has not finished with its data verified" in refused.stderr
 
 
 # --- refusals: nothing changes --------------------------------------------------------------------

@@ -15,7 +15,7 @@ from resync.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 OLD_PRIMARY = ROOT / "runbooks" / "rebuild-old-primary.yaml"
 REPLICA = ROOT / "runbooks" / "rebuild-replica.yaml"
-COMMANDS = ("plan", "check", "run", "resume", "rollback", "status", "verify")
+COMMANDS = ("plan", "check", "run", "resume", "rollback", "status", "verify", "cleanup", "demo")
 
 
 def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
