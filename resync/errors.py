@@ -68,10 +68,6 @@ class StepFailed(ResyncError):
         super().__init__(f"step '{step}' failed: {cause}")
 
 
-class NotBuiltYet(ResyncError):
-    """A feature that is planned but not implemented yet."""
-
-
 class JournalError(ResyncError):
     """The journal cannot be read, written or locked."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from resync.actions import Action, Captured, Shell, Sql
-from resync.errors import NotBuiltYet
 
 if TYPE_CHECKING:
     from resync.hosts import CommandResult, Host
@@ -81,18 +80,3 @@ def execute(ctx: StepContext, action: Action) -> None:
         ctx.sql(action)
     else:
         ctx.shell(action)
-
-
-class NotBuiltStep(Step):
-    """A step whose plan is known but whose execution is not built yet: run() refuses clearly."""
-
-    def __init__(self, key: str, title: str, hosts: tuple[str, ...], missing: str,
-                 actions: tuple[Action, ...] = ()) -> None:
-        self.key, self.title, self.hosts, self.missing = key, title, hosts, missing
-        self._actions = actions
-
-    def plan(self) -> tuple[Action, ...]:
-        return self._actions
-
-    def run(self, ctx: StepContext) -> None:
-        raise NotBuiltYet(f"step '{self.key}' cannot run yet: {self.missing}")

@@ -11,7 +11,8 @@ import pytest
 
 from resync.errors import BadInputError
 from resync.runbook import SSHSettings
-from resync.ssh import PGID_MARK, parse_hop, read_ssh_config, remote_command, resolve_ssh
+from resync.ssh import PGID_MARK, remote_command
+from resync.ssh_config import parse_hop, read_ssh_config, resolve_ssh
 
 CONFIG = """\
 Host db1 db1.example.com
