@@ -26,7 +26,12 @@ COMMON_EXCLUDES = (
     "./master.info", "./relay-log.info", "./multi-master.info", "./master-*.info",
     "./relay-log-*.info", "./*.pid", "./*.sock", "./*.sock.lock", "./ibtmp1",
 )
-FLAVOR_EXCLUDES = {"mysql": ("./auto.cnf", "./mysqld-auto.cnf"), "mariadb": ()}
+FLAVOR_EXCLUDES = {
+    # MySQL 8 names its binary logs binlog.NNNNNN by default; #innodb_temp is recreated at start
+    "mysql": ("./auto.cnf", "./mysqld-auto.cnf", "./binlog.[0-9]*", "./binlog.index",
+              "./#innodb_temp"),
+    "mariadb": (),
+}
 
 # what each end may use to carry the stream, best first
 LISTENERS = ("nc-openbsd", "socat")

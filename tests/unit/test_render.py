@@ -164,3 +164,12 @@ def test_password_never_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
                 assert MASK in out
                 for value in secrets.values():
                     assert value not in out
+
+
+def test_mysql_copy_excludes_its_identity_and_default_binlogs() -> None:
+    from resync.steps.copy_commands import excludes_for
+
+    mysql, mariadb = excludes_for("mysql"), excludes_for("mariadb")
+    for pattern in ("./auto.cnf", "./binlog.[0-9]*", "./binlog.index", "./*relay-bin.*"):
+        assert pattern in mysql
+    assert "./auto.cnf" not in mariadb and "./*-bin.state" in mariadb
