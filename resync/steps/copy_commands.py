@@ -180,15 +180,23 @@ def ssh_reachability(spec: CopySpec) -> Shell:
 
 
 def bandwidth_probe(spec: CopySpec, nbytes: int) -> tuple[Shell | None, Shell]:
-    """The same transport carrying `nbytes` of zeros into /dev/null: a short bandwidth probe."""
+    """A short probe through the copy's own pipeline: `nbytes` of zeros, hashed on both ends as
+    the copy is, written to a scratch file beside the recipient's datadir (same filesystem) and
+    deleted. It leaves out the donor's disk reads and tar, so it is an upper bound."""
+    parent = spec.recipient_datadir.rstrip("/").rsplit("/", 1)[0] or "/"
+    scratch = f"{q(parent)}/.resync-probe.$$"
+    sink = (f"set -euo pipefail; {_HASH_FIFO}{{source}} | tee \"$t/h\" > {scratch}; "
+            f"rm -f {scratch}; wait $hp")
+    source = f"set -euo pipefail; {_HASH_FIFO}head -c {nbytes} /dev/zero | tee \"$t/h\" | "
     if spec.method == "stream":
-        recv: Shell | None = Shell.line(spec.recipient, listen(spec.listener, spec.listen_address,
-                                                                spec.port) + " > /dev/null")
-        send = Shell.line(spec.donor, f"head -c {nbytes} /dev/zero | "
-                          + connect(spec.connector, spec.listen_address, spec.port))
+        recv: Shell | None = Shell.line(spec.recipient, sink.format(
+            source=listen(spec.listener, spec.listen_address, spec.port)), privileged=True)
+        send = Shell.line(spec.donor, source + connect(spec.connector, spec.listen_address,
+                                                       spec.port) + "; wait $hp")
         return recv, send
+    remote = "bash -c " + shlex.quote(sink.format(source="cat"))
+    if spec.ssh_sudo:
+        remote = "sudo -n " + remote
     cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
-    argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target,
-            "cat > /dev/null"]
-    return None, Shell.line(spec.donor, f"head -c {nbytes} /dev/zero | "
-                            + " ".join(q(a) for a in argv))
+    argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote]
+    return None, Shell.line(spec.donor, source + " ".join(q(a) for a in argv) + "; wait $hp")

@@ -235,3 +235,13 @@ def test_ssh_method_preflight_explains_an_unreachable_recipient(
     assert proc.returncode == 3
     assert "db2: ssh to db1" in proc.stdout and "FAIL" in proc.stdout
     assert "cannot ssh to" in proc.stdout and "forward" in proc.stdout
+
+
+def test_check_with_ssh_method_measures_the_link(tmp_path: Path, remote_pair: Sandbox,
+                                                 sshd_server: TestSSHD) -> None:
+    runbook = write_runbook(tmp_path, remote_pair, donor="db2", recipient="db1",
+                            hosts=ssh_hosts(remote_pair, sshd_server), copy=ssh_copy(sshd_server))
+    out = resync(tmp_path, "check", str(runbook), check=True).stdout
+    assert "db2: ssh to db1" in out and "FAIL" not in out
+    assert "downtime estimate" in out and "MB/s (probe)" in out
+    assert not list(Path(remote_pair["db1"].datadir).parent.glob(".resync-probe.*"))
