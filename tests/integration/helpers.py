@@ -57,9 +57,11 @@ def dialect(pair: Any, name: str) -> Any:
     return dialect_for(ServerVersion.from_server(row["v"], row["c"]))
 
 
-def resync(tmp_path: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+def resync(tmp_path: Path, *args: str, check: bool = False,
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "resync", *args], cwd=tmp_path, text=True,
-                          capture_output=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+                          capture_output=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+                          input=stdin if stdin is not None else "")
     if check:
         assert proc.returncode == 0, (f"resync {' '.join(args)} -> {proc.returncode}\n"
                                       f"{proc.stdout}\n{proc.stderr}")

@@ -223,3 +223,43 @@ def test_demo_runs_end_to_end(tmp_path: Path, sandbox_root: Path) -> None:
     assert "a row written on db1 arrived on db2" in proc.stdout
     assert "NO" not in proc.stdout.split("verification (CHECKSUM TABLE)")[1].split("copy.bytes")[0]
     assert not list(sandbox_root.glob("sandbox/*/run/*.pid")), "servers stopped at the end"
+
+
+def test_operator_abort_at_a_prompt_changes_nothing(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    runbook = write_runbook(tmp_path, pair, donor="db1", recipient="db2", primary_after="db1")
+    proc = resync(tmp_path, "run", str(runbook), stdin="y\na\n")  # run preflight, abort the lock
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "aborted by the operator before step 'read-lock:db1:source'" in proc.stderr
+    assert "FLUSH TABLES WITH READ LOCK" in proc.stdout, "the step was shown with its SQL first"
+    data = json.loads(journal_of(tmp_path).read_text())
+    assert data["outcome"] == "aborted"
+    assert [s["state"] for s in data["steps"]][:2] == ["done", "pending"]
+    d2 = dialect(pair, "db2")
+    assert sql(pair, "db2", d2.replica_status().sql)[0][d2.status_fields.sql_running] == "Yes"
+
+
+def test_equal_server_id_is_refused(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    original = sql(pair, "db1", "SELECT @@GLOBAL.server_id AS id")[0]["id"]
+    other = sql(pair, "db2", "SELECT @@GLOBAL.server_id AS id")[0]["id"]
+    sql(pair, "db1", "SET GLOBAL server_id = %s", (other,))
+    try:
+        runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+        proc = resync(tmp_path, "run", "--yes", str(runbook))
+    finally:
+        sql(pair, "db1", "SET GLOBAL server_id = %s", (original,))
+    assert proc.returncode == 3, proc.stderr
+    assert f"donor and recipient have the same server_id {other}" in proc.stderr
+    states = [s["state"] for s in json.loads(journal_of(tmp_path).read_text())["steps"]]
+    assert states[0] == "failed" and set(states[1:]) == {"pending"}
+
+
+def test_unreachable_server_is_refused_before_anything(tmp_path: Path, sandbox_pair: Any) -> None:
+    hosts = sandbox_pair.runbook_hosts()
+    hosts["db1"]["mysql"]["port"] = 1  # nothing listens there
+    runbook = write_runbook(tmp_path, sandbox_pair, donor="db2", recipient="db1", hosts=hosts)
+    proc = resync(tmp_path, "run", "--yes", str(runbook))
+    assert proc.returncode == 3
+    assert "[db1] cannot connect" in proc.stderr and "server unreachable" in proc.stderr
+    assert not (tmp_path / "resync-journal").exists()
