@@ -113,6 +113,7 @@ class ReplicaStatusFields:
     last_io_error: str
     last_sql_error: str
     source_host: str
+    source_port: str
     source_log_file: str  # file of the executed position (pairs with exec_source_log_pos)
     exec_source_log_pos: str
     using_gtid: str | None  # MariaDB "Using_Gtid" (No/Slave_Pos/...), MySQL "Auto_Position" (0/1)
@@ -125,6 +126,7 @@ _SLAVE_FIELDS = ReplicaStatusFields(
     last_io_error="Last_IO_Error",
     last_sql_error="Last_SQL_Error",
     source_host="Master_Host",
+    source_port="Master_Port",
     source_log_file="Relay_Master_Log_File",
     exec_source_log_pos="Exec_Master_Log_Pos",
     using_gtid="Auto_Position",
@@ -136,6 +138,7 @@ _REPLICA_FIELDS = ReplicaStatusFields(
     last_io_error="Last_IO_Error",
     last_sql_error="Last_SQL_Error",
     source_host="Source_Host",
+    source_port="Source_Port",
     source_log_file="Relay_Source_Log_File",
     exec_source_log_pos="Exec_Source_Log_Pos",
     using_gtid="Auto_Position",
@@ -238,6 +241,18 @@ def _syntax_for(version: ServerVersion) -> _Syntax:
     return found
 
 
+def _int_or_placeholder(name: str, value: object, minimum: int = 1) -> object:
+    """An int, checked; or a placeholder for a value captured at run time (a plan's Ref).
+    Strings are refused: a quoted number (MASTER_PORT='3306') is a syntax error."""
+    if isinstance(value, str | bytes | float | int):  # bool is an int: refused by the check
+        return _checked_int(name, value, minimum)  # type: ignore[arg-type]
+    return value
+
+
+def _port(port: object) -> object:
+    return _int_or_placeholder("port", port)
+
+
 def _checked_int(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -298,8 +313,8 @@ class Dialect:
 
     def change_source_file_pos(
         self,
-        host: str,
-        port: int,
+        host: object,
+        port: object,
         user: str,
         password: object,
         log_file: object,
@@ -310,16 +325,16 @@ class Dialect:
 
         log_file/log_pos may be placeholders for values captured at run time (a plan's Ref).
         """
-        pos = _checked_int("log_pos", log_pos, minimum=0) if isinstance(log_pos, int) else log_pos
-        params = (host, _checked_int("port", port), user, password, log_file, pos)
+        pos = _int_or_placeholder("log_pos", log_pos, minimum=0)
+        params = (host, _port(port), user, password, log_file, pos)
         p = self.syntax.option_prefix
         return self._change_source(params, (f"{p}_LOG_FILE=%s", f"{p}_LOG_POS=%s"), ssl)
 
     def change_source_gtid(
-        self, host: str, port: int, user: str, password: object, ssl: bool = False
+        self, host: object, port: object, user: str, password: object, ssl: bool = False
     ) -> Statement:
         """Point the (stopped, reset, seeded) replica at host:port, positioned by GTID."""
-        params = (host, _checked_int("port", port), user, password)
+        params = (host, _port(port), user, password)
         return self._change_source(params, (self.syntax.gtid_option,), ssl)
 
     def seed_gtid(self, gtid_set: object) -> tuple[Statement, ...]:

@@ -207,7 +207,9 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     spec = copy_spec(loaded, facts)
     steps: list[Step] = [Preflight(loaded, spec)]
     if rebuild_primary:
-        steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary"),
+        steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary",
+                                  user=rb.replication.user,
+                                  password_env=rb.replication.password_env),
                   ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
                                      "stop writes before shutdown", f"stop-service:{donor}")]
     else:

@@ -24,21 +24,71 @@ def replica_status(ctx: StepContext, host: str, dialect: Dialect) -> dict[str, A
 
 
 class StopReplication(Step):
-    """STOP and RESET ALL replication on a host, so it cannot apply anything while it is copied."""
+    """STOP and RESET ALL replication on a host, so it cannot apply anything while it is copied.
 
-    def __init__(self, host: str, dialect: Dialect, role: str) -> None:
+    Where it replicated from is recorded first, so a rollback can point it back there.
+    """
+
+    def __init__(self, host: str, dialect: Dialect, role: str, *, user: str,
+                 password_env: str) -> None:
         self.host_name, self.dialect = host, dialect
+        self.user, self.password_env = user, password_env
         self.key = f"stop-replication:{host}"
         self.title = f"Stop and reset replication on {host} ({role})"
         self.hosts = (host,)
-        self.why = "the donor must not apply events from its old source during or after the copy"
+        self.prefix = f"{host}.previous_source"
+        self.why = ("the donor must not apply events from its old source during or after the copy; "
+                    f"its source is recorded as {self.prefix}.* for a rollback")
 
     def plan(self) -> tuple[Action, ...]:
-        return (_sql(self.host_name, self.dialect.stop_replica()),
+        return (Sql(self.host_name, self.dialect.replica_status().sql),
+                _sql(self.host_name, self.dialect.stop_replica()),
                 _sql(self.host_name, self.dialect.reset_replica_all()))
 
     def observe(self, ctx: StepContext) -> bool:
         return replica_status(ctx, self.host_name, self.dialect) is None
+
+    def run(self, ctx: StepContext) -> None:
+        status = replica_status(ctx, self.host_name, self.dialect)
+        if status is not None:
+            f = self.dialect.status_fields
+            using_gtid = str(status.get(f.using_gtid or "") or "No") not in ("No", "0")
+            running = status.get(f.io_running) == "Yes" and status.get(f.sql_running) == "Yes"
+            for name, value in (("host", status.get(f.source_host)),
+                                ("port", int(str(status.get(f.source_port) or 3306))),
+                                ("file", status.get(f.source_log_file)),
+                                ("pos", int(str(status.get(f.exec_source_log_pos) or 0))),
+                                ("mode", "gtid" if using_gtid else "file_pos"),
+                                ("running", int(running))):
+                ctx.capture(f"{self.prefix}.{name}", value if value is None or isinstance(
+                    value, int) else str(value))
+        for statement in (self.dialect.stop_replica(), self.dialect.reset_replica_all()):
+            ctx.sql(_sql(self.host_name, statement))
+
+    def _point_back(self, mode: str) -> tuple[Sql, ...]:
+        d, p = self.dialect, self.prefix
+        host, port, password = Ref(f"{p}.host"), Ref(f"{p}.port"), EnvSecret(self.password_env)
+        change = (d.change_source_gtid(host, port, self.user, password)
+                  if mode == "gtid" else
+                  d.change_source_file_pos(host, port, self.user, password,
+                                           Ref(f"{p}.file"), Ref(f"{p}.pos")))
+        return (_sql(self.host_name, change),)
+
+    def undo_plan(self) -> tuple[Action, ...]:
+        return (Check(self.host_name, f"point it back where it replicated from ({self.prefix}.*), "
+                      f"by GTID or by file/position as before:"),
+                *self._point_back("gtid"), *self._point_back("file_pos"),
+                Check(self.host_name, "start replication only if it was running before:"),
+                _sql(self.host_name, self.dialect.start_replica()))
+
+    def undo(self, ctx: StepContext) -> None:
+        mode = ctx.captured.get(f"{self.prefix}.mode")
+        if mode is None:
+            return  # it was not replicating: nothing to restore
+        for action in self._point_back(str(mode)):
+            ctx.sql(action)
+        if ctx.captured.get(f"{self.prefix}.running"):
+            ctx.sql(_sql(self.host_name, self.dialect.start_replica()))
 
 
 class ResetBinlogs(Step):

@@ -154,6 +154,11 @@ def test_rollback_after_datadir_swap_restores_old_datadir(tmp_path: Path, sandbo
     assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 0}]
     assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 1}]
     assert not old.exists(), "the old datadir went back into place"
+    # db2 points at db1 again, as before the run (stopped, as the failover left it)
+    d2 = dialect(pair, "db2")
+    status = sql(pair, "db2", d2.replica_status().sql)[0]
+    assert int(status[d2.status_fields.source_port]) == pair.runbook_hosts()["db1"]["mysql"]["port"]
+    assert status[d2.status_fields.sql_running] == "No"
     assert Path(f"{old}.rejected").is_dir(), "the copied datadir is kept aside, not deleted"
     assert json.loads(journal.read_text())["outcome"] == "rolled back"
     refused = resync(tmp_path, "cleanup", "--yes", str(journal))
