@@ -99,14 +99,14 @@ def check(runbook: str) -> None:
 
     from resync.errors import GateRefused
     from resync.runner import detected_plan, require_secrets, scratch_context
-    from resync.steps.preflight import Preflight, run_checks
+    from resync.steps.preflight import Preflight
 
     loaded = _load(runbook)
     require_secrets(loaded)
     preflight = next(s for s in detected_plan(loaded).steps if isinstance(s, Preflight))
     ctx = scratch_context(loaded)
     try:
-        results = run_checks(ctx, loaded, preflight.spec)
+        results = preflight.results(ctx)
     finally:
         ctx.close()
     table = Table(title=f"preflight: {loaded.model.name}")

@@ -55,6 +55,10 @@ class DatabaseError(ResyncError):
     """A MySQL/MariaDB connection or statement failed."""
 
 
+class ServerUnreachable(DatabaseError):
+    """Nothing answers at the server's address and port (stopped, or a wrong address)."""
+
+
 class LockTimeout(DatabaseError):
     """A lock could not be taken within its timeout; nothing was changed."""
 

@@ -10,7 +10,7 @@ import pymysql
 import pymysql.cursors
 
 from resync.dialect import ServerVersion
-from resync.errors import DatabaseError
+from resync.errors import DatabaseError, ServerUnreachable
 from resync.runbook import HostSettings, LoadedRunbook
 from resync.secrets import Secret, mask
 
@@ -125,6 +125,7 @@ def connect(spec: ConnectionSpec) -> Session:
             hint = "server unreachable (is it running, is the address/port right, firewall?)"
         else:
             hint = f"error {code}"
-        raise DatabaseError(f"[{spec.name}] cannot connect as {spec.describe()}: {hint}: "
-                            f"{detail}") from None
+        error = ServerUnreachable if code in _CANT_CONNECT else DatabaseError
+        raise error(f"[{spec.name}] cannot connect as {spec.describe()}: {hint}: "
+                    f"{detail}") from None
     return Session(spec, conn)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from resync.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
-from resync.errors import BadInputError, DatabaseError
+from resync.errors import BadInputError, DatabaseError, ServerUnreachable
 from resync.estimate import Estimate
 from resync.runbook import LoadedRunbook
 from resync.steps.base import Step
@@ -42,6 +43,7 @@ class PlanFacts:
     gtid_enabled: Mapping[str, bool] = field(default_factory=dict)
     tools: Mapping[str, frozenset[str]] = field(default_factory=dict)  # per host; empty: assumed
     estimate: Estimate | None = None
+    down: frozenset[str] = frozenset()  # hosts whose server was found stopped (the recipient only)
 
     def tools_of(self, host: str) -> frozenset[str]:
         return self.tools.get(host, ASSUMED_TOOLS)
@@ -72,6 +74,8 @@ class Plan:
             values[f"facts.gtid.{host}"] = int(on)
         for host, tools in self.facts.tools.items():
             values[f"facts.tools.{host}"] = ",".join(sorted(tools))
+        for host in self.facts.down:
+            values[f"facts.down.{host}"] = 1
         return values
 
 
@@ -86,7 +90,8 @@ def journaled_facts(loaded: LoadedRunbook, captured: Mapping[str, object]) -> Pl
     gtid = {h: bool(captured[f"facts.gtid.{h}"]) for h in versions if f"facts.gtid.{h}" in captured}
     tools = {h: frozenset(str(captured[f"facts.tools.{h}"]).split(",")) for h in versions
              if f"facts.tools.{h}" in captured}
-    return PlanFacts(versions, "detected", gtid, tools)
+    down = frozenset(h for h in versions if captured.get(f"facts.down.{h}"))
+    return PlanFacts(versions, "detected", gtid, tools, down=down)
 
 
 def detect_tools(loaded: LoadedRunbook, host_factory: Callable[[LoadedRunbook, str], Host]) -> dict[
@@ -158,19 +163,33 @@ def assumed_facts(loaded: LoadedRunbook, given: Mapping[str, ServerVersion]) -> 
 
 def detect_facts(loaded: LoadedRunbook,
                  connector: Callable[[ConnectionSpec], Session] | None = None,
-                 timeout: float | None = None) -> PlanFacts:
-    """Connect to both servers and read their versions (and GTID mode on MySQL)."""
+                 timeout: float | None = None,
+                 host_factory: Callable[[LoadedRunbook, str], Host] | None = None) -> PlanFacts:
+    """Connect to both servers and read their versions (and GTID mode on MySQL).
+
+    A recipient that is down (the seed's broken old primary, shut down by the DBA) is accepted
+    when its host proves it: nothing holds its datadir open. Its version then comes from its
+    server binary. Without a host_factory, an unreachable server is an error.
+    """
     from resync.mysql import ConnectionSpec, connect
 
     connector = connector or connect
     rb = loaded.model
     versions: dict[str, ServerVersion] = {}
     gtid: dict[str, bool] = {}
+    down: set[str] = set()
     for host in (rb.donor, rb.recipient):
         spec = ConnectionSpec.from_runbook(loaded, host)
         if timeout is not None:
             spec = ConnectionSpec(**{**spec.__dict__, "connect_timeout": timeout})
-        session = connector(spec)
+        try:
+            session = connector(spec)
+        except ServerUnreachable:
+            if host != rb.recipient or host_factory is None:
+                raise
+            versions[host] = stopped_server_version(loaded, host, host_factory)
+            down.add(host)
+            continue
         try:
             versions[host] = session.version()
             query = dialect_for(versions[host]).gtid_enabled_query()
@@ -179,7 +198,41 @@ def detect_facts(loaded: LoadedRunbook,
             raise DatabaseError(f"[{host}] {exc}") from None
         finally:
             session.close()
-    return PlanFacts(versions, "detected", gtid)
+    for host in down:
+        gtid[host] = gtid.get(rb.donor, True)  # a config setting, not data: assume the donor's
+    return PlanFacts(versions, "detected", gtid, down=frozenset(down))
+
+
+_BINARY_VERSION = ("for b in mariadbd mysqld /usr/sbin/mariadbd /usr/sbin/mysqld /usr/libexec/mysqld; "
+                   "do command -v $b >/dev/null && exec $b --version; done; exit 127")
+_VER = re.compile(r"\bVer\s+(\d+)\.(\d+)\.(\d+)(\S*)")
+
+
+def stopped_server_version(loaded: LoadedRunbook, name: str,
+                           host_factory: Callable[[LoadedRunbook, str], Host]) -> ServerVersion:
+    """The version of a stopped server, from its binary; refuses if its datadir is in use."""
+    from resync.actions import q
+
+    settings = loaded.model.hosts[name]
+    host = host_factory(loaded, name)
+    try:
+        ibdata = q(settings.datadir.rstrip("/") + "/ibdata1")
+        in_use = host.run(f"ls -l /proc/[0-9]*/fd 2>/dev/null | grep -F -- {ibdata} | head -1",
+                          privileged=True, check=False).stdout.strip()
+        if in_use:
+            raise DatabaseError(
+                f"[{name}] nothing answers at {settings.mysql_host}:{settings.mysql.port}, but a "
+                f"running process holds {settings.datadir}/ibdata1 open: check mysql.host/port "
+                "in the runbook (refusing to touch a datadir in use)")
+        out = host.run(_BINARY_VERSION, check=False)
+    finally:
+        host.close()
+    m = _VER.search(out.stdout)
+    if not m:
+        raise DatabaseError(f"[{name}] its server is down and its version could not be read from "
+                            f"mariadbd/mysqld --version: {out.tail().strip()[-200:]}")
+    flavor: Literal["mysql", "mariadb"] = "mariadb" if "mariadb" in out.stdout.lower() else "mysql"
+    return ServerVersion(flavor, int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
 def resolve_mode(loaded: LoadedRunbook, facts: PlanFacts) -> Mode:
@@ -205,7 +258,7 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     rebuild_primary = primary == recipient  # the seed's scenario: the old primary is rebuilt
 
     spec = copy_spec(loaded, facts)
-    steps: list[Step] = [Preflight(loaded, spec)]
+    steps: list[Step] = [Preflight(loaded, spec, facts.down, facts.versions)]
     if rebuild_primary:
         steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary",
                                   user=rb.replication.user,

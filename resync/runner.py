@@ -39,7 +39,7 @@ def detected_plan(loaded: LoadedRunbook, timeout: float | None = None,
     from resync.context import make_host
 
     try:
-        facts = detect_facts(loaded, timeout=timeout)
+        facts = detect_facts(loaded, timeout=timeout, host_factory=make_host)
         facts = replace(facts, tools=detect_tools(loaded, make_host))
         plan = build_plan(loaded, facts)
         if estimate:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,8 +33,10 @@ class CheckResult:
 class Preflight(Step):
     why = "read-only: refuses the run (exit 3) before anything is changed"
 
-    def __init__(self, loaded: LoadedRunbook, spec: CopySpec) -> None:
-        self.loaded, self.spec = loaded, spec
+    def __init__(self, loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str] = frozenset(),
+                 versions: Mapping[str, ServerVersion] | None = None) -> None:
+        self.loaded, self.spec, self.down = loaded, spec, down
+        self.versions = dict(versions or {})
         rb = loaded.model
         self.key = "preflight"
         self.title = "Preflight checks (read-only)"
@@ -62,8 +64,11 @@ class Preflight(Step):
                            "copy.bandwidth_mb_per_s), datadir size -> copy time, write-downtime"),
         ))
 
+    def results(self, ctx: StepContext) -> list[CheckResult]:
+        return run_checks(ctx, self.loaded, self.spec, self.down, self.versions)
+
     def run(self, ctx: StepContext) -> None:
-        results = run_checks(ctx, self.loaded, self.spec)
+        results = self.results(ctx)
         failures = [f"{r.name}: {r.detail}" for r in results if not r.ok]
         if failures:
             raise PreflightFailed(failures)
@@ -81,6 +86,7 @@ def recipient_tools(spec: CopySpec) -> tuple[str, ...]:
 
 
 def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
+               down: frozenset[str] = frozenset(), versions: Mapping[str, ServerVersion] | None = None,
                connector: Callable[[ConnectionSpec], object] | None = None) -> list[CheckResult]:
     from resync.mysql import connect
 
@@ -109,7 +115,16 @@ def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
         return f"{row['parsed']}, server_id {row['server_id']}, log_bin {row['log_bin']}"
 
     for host in (rb.donor, rb.recipient):
+        if host in down:
+            version = (versions or {}).get(host)
+            check(f"{host}: server down", lambda v=version: (  # type: ignore[misc]
+                f"not running and its datadir is not in use: accepted as the recipient; version "
+                f"{v} read from its binary; server_id and log_bin are only known once it starts"))
+            continue
         check(f"{host}: connect", lambda h=host: read_facts(h))  # type: ignore[misc]
+    if down and rb.donor in facts and versions and rb.recipient in versions:
+        check("versions compatible",
+              lambda: _compatible(facts[rb.donor]["parsed"], versions[rb.recipient]))  # type: ignore[arg-type]
     if len(facts) == 2:
         d, r = facts[rb.donor], facts[rb.recipient]
         check("distinct server_id", lambda: _distinct(d["server_id"], r["server_id"]))

@@ -260,11 +260,43 @@ def test_equal_server_id_is_refused(tmp_path: Path, sandbox_pair: Any) -> None:
     assert states[0] == "failed" and set(states[1:]) == {"pending"}
 
 
-def test_unreachable_server_is_refused_before_anything(tmp_path: Path, sandbox_pair: Any) -> None:
+def test_seed_scenario_with_the_old_primary_already_shut_down(tmp_path: Path,
+                                                              sandbox_pair: Any) -> None:
+    """The seed's DBA shut the corrupted master down before resyncing: resync accepts a stopped
+    recipient once its host shows that nothing holds its datadir open."""
+    pair = sandbox_pair
+    if not isinstance(pair, Sandbox):
+        pytest.skip("stopping a server needs the local sandbox (RESYNC_TEST_TARGET is set)")
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    pair["db1"].stop()
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+
+    out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
+
+    assert "db1: server down" in out or "already in place" in out
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 1}]
+    verify_ok(tmp_path, runbook)
+
+
+def test_unreachable_port_of_a_running_server_is_refused(tmp_path: Path, sandbox_pair: Any) -> None:
+    """A wrong port must not pass for a stopped server: the datadir is in use, so refuse."""
+    if not isinstance(sandbox_pair, Sandbox):
+        pytest.skip("needs the local sandbox (RESYNC_TEST_TARGET is set)")
     hosts = sandbox_pair.runbook_hosts()
-    hosts["db1"]["mysql"]["port"] = 1  # nothing listens there
+    hosts["db1"]["mysql"]["port"] = 1
     runbook = write_runbook(tmp_path, sandbox_pair, donor="db2", recipient="db1", hosts=hosts)
     proc = resync(tmp_path, "run", "--yes", str(runbook))
     assert proc.returncode == 3
-    assert "[db1] cannot connect" in proc.stderr and "server unreachable" in proc.stderr
+    assert "holds" in proc.stderr and "ibdata1 open" in proc.stderr
+    assert not (tmp_path / "resync-journal").exists()
+
+
+def test_unreachable_donor_is_refused_before_anything(tmp_path: Path, sandbox_pair: Any) -> None:
+    hosts = sandbox_pair.runbook_hosts()
+    hosts["db2"]["mysql"]["port"] = 1  # nothing listens there
+    runbook = write_runbook(tmp_path, sandbox_pair, donor="db2", recipient="db1", hosts=hosts)
+    proc = resync(tmp_path, "run", "--yes", str(runbook))
+    assert proc.returncode == 3
+    assert "[db2] cannot connect" in proc.stderr and "server unreachable" in proc.stderr
     assert not (tmp_path / "resync-journal").exists()
