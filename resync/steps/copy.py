@@ -25,6 +25,7 @@ from resync.steps.copy_commands import (
     clear_partial,
     receiver,
     sender,
+    stop_leftovers,
 )
 from resync.steps.services import server_answers
 from resync.waiting import Clock, wait_until
@@ -50,7 +51,8 @@ class CopyDatadir(Step):
         recv = receiver(s)
         first = ([Check(s.recipient, f"receiver listens on {s.listen_address}:{s.port} first")]
                  if recv else [])
-        return (clear_partial(s), *first, *([recv] if recv else []), sender(s),
+        return (stop_leftovers(s.donor), stop_leftovers(s.recipient), clear_partial(s), *first,
+                *([recv] if recv else []), sender(s),
                 Check(s.recipient, f"progress: bytes in {s.recipient_datadir} (du -sb) against the "
                       f"donor's datadir size; no progress for {self.stall_timeout:g}s stops both "
                       "ends; byte totals and SHA-256 of both ends must match"))
@@ -59,6 +61,8 @@ class CopyDatadir(Step):
         for host in self.hosts:
             if server_answers(ctx, host):
                 raise ResyncError(f"MySQL on {host} is running: a cold copy needs it stopped")
+        for host in self.hosts:  # the ends of an attempt whose controller died may still run
+            ctx.shell(stop_leftovers(host))
         ctx.shell(clear_partial(self.spec))
         sent, received, seconds = run_pipeline(ctx, self.spec, receiver(self.spec),
                                                sender(self.spec), stall_timeout=self.stall_timeout,

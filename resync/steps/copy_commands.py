@@ -151,11 +151,28 @@ def _pack(spec: CopySpec) -> str:
             f"{_compress(spec)}tee \"$t/h\"")
 
 
+# The two ends carry this tag (a no-op `:` command) so that a resumed run can find and stop
+# the ends a killed run left behind, before it clears the datadir and copies again.
+MARK = "resync-copy-run"
+
+
+def _tagged(host: str, script: str) -> Shell:
+    return Shell.line(host, f": {MARK} ", Ref("run_id"), "; " + script, privileged=True)
+
+
+def stop_leftovers(host: str) -> Shell:
+    """Stop the copy ends of this run still running on host (after a crash of resync)."""
+    # 'resync-copy-ru[n] ' matches the tag but not this command line, which holds the brackets
+    return Shell.line(host, f"for p in $(pgrep -f '{MARK[:-1]}[{MARK[-1]}] '", Ref("run_id"),
+                      "); do g=$(ps -o pgid= -p $p | tr -d ' '); "
+                      "[ -n \"$g\" ] && kill -TERM -- -$g 2>/dev/null; done; true", privileged=True)
+
+
 def receiver(spec: CopySpec) -> Shell | None:
     if spec.method == "ssh":
         return None  # the donor's ssh client runs the receiving half
-    return Shell.line(spec.recipient, _unpack(spec, listen(spec.listener, spec.listen_address,
-                                                           spec.port)), privileged=True)
+    return _tagged(spec.recipient, _unpack(spec, listen(spec.listener, spec.listen_address,
+                                                        spec.port)))
 
 
 def sender(spec: CopySpec) -> Shell:
@@ -168,8 +185,8 @@ def sender(spec: CopySpec) -> Shell:
         cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
         argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote]
         sink = " ".join(q(a) for a in argv)
-    return Shell.line(spec.donor, f"set -euo pipefail; {_HASH_FIFO}{_pack(spec)} | {sink}; "
-                      + _report("sent"), privileged=True)
+    return _tagged(spec.donor, f"set -euo pipefail; {_HASH_FIFO}{_pack(spec)} | {sink}; "
+                   + _report("sent"))
 
 
 def ssh_reachability(spec: CopySpec) -> Shell:

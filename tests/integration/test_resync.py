@@ -300,3 +300,39 @@ def test_unreachable_donor_is_refused_before_anything(tmp_path: Path, sandbox_pa
     assert proc.returncode == 3
     assert "[db2] cannot connect" in proc.stderr and "server unreachable" in proc.stderr
     assert not (tmp_path / "resync-journal").exists()
+
+
+def test_sigkill_during_the_copy_then_resume_stops_the_orphaned_ends(tmp_path: Path,
+                                                                    sandbox_pair: Any) -> None:
+    """Regression: the two ends of a copy outlive a killed resync; a resume that copied again
+    beside them would mix two streams in one datadir."""
+    pair = sandbox_pair
+    if not isinstance(pair, Sandbox):
+        pytest.skip("needs the local sandbox (RESYNC_TEST_TARGET is set)")
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1",
+                            copy={"rate_limit_mb_per_s": 5})
+    proc = subprocess.Popen([sys.executable, "-m", "resync", "run", "--yes", str(runbook)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline
+        journals = list((tmp_path / "resync-journal").glob("*.json"))
+        if journals and any(s["key"].startswith("copy-") and s["state"] == "running"
+                            for s in json.loads(journals[0].read_text())["steps"]):
+            break
+        time.sleep(0.05)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = json.loads(journal_of(tmp_path).read_text())["run_id"]
+    orphans = subprocess.run(["pgrep", "-f", f"resync-copy-run {run_id}"], capture_output=True)
+    assert orphans.returncode == 0, "the ends outlived the controller (the case this test pins)"
+
+    resync(tmp_path, "resume", "--yes", str(journal_of(tmp_path)), check=True)
+
+    left = subprocess.run(["pgrep", "-f", f"resync-copy-run {run_id}"], capture_output=True)
+    assert left.returncode == 1, "no end of the copy is left running"
+    verify_ok(tmp_path, runbook)
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 1}]
