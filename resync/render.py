@@ -83,11 +83,15 @@ def _copy_line(plan: Plan) -> str:
     return line
 
 
-def render_text(plan: Plan, console: Console) -> None:
+def render_header(plan: Plan, console: Console) -> None:
     meta = Table.grid(padding=(0, 2))
     for name, value in header(plan):
         meta.add_row(Text(name, style="bold"), Text(value))
     console.print(meta)
+
+
+def render_text(plan: Plan, console: Console) -> None:
+    render_header(plan, console)
     table = Table(show_lines=True, expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("step", ratio=2)

@@ -83,10 +83,12 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
             rollback: bool = False) -> None:
     from resync.context import RunContext
     from resync.engine import Engine
+    from resync.render import render_header
     from resync.ui import TerminalUI, summary
 
     ui = TerminalUI(console, interactive=not yes, undo=rollback)
     ui.number_steps(list(plan.steps))
+    render_header(plan, console)
     ctx = RunContext(loaded, journal, progress=ui.progress)
     engine = Engine(plan.steps, journal, ctx, confirm=ui.confirm, events=ui)
     console.print(f"journal: [bold]{journal.path}[/bold]")

@@ -80,7 +80,9 @@ class VerifyData(Step):
         self.key = f"verify-data:{primary}={replica}"
         self.title = f"Verify: checksum every user table on {primary} and {replica}"
         self.hosts = (primary, replica)
-        self.why = "the run fails, naming the tables, if any checksum differs"
+        self.why = ("the run fails, naming the tables, if any checksum differs; the primary stays "
+                    "read-locked while the checksums run (longer with more data): keep the "
+                    "application in maintenance until this step is done")
 
     def plan(self) -> tuple[Action, ...]:
         wait = (self.dialect.wait_for_gtid("<primary gtid>", 300) if self.mode == "gtid" else
