@@ -38,6 +38,8 @@ def _guard(fn: Callable[..., None]) -> Callable[..., None]:
             fn(*args, **kwargs)
         except ResyncError as exc:
             err.print(f"[bold red]resync:[/bold red] {escape(str(exc))}", soft_wrap=True)
+            if exc.hint:
+                err.print(escape(exc.hint), soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("[bold red]resync:[/bold red] interrupted")

@@ -7,6 +7,7 @@ class ResyncError(Exception):
     """Root of every error resync raises on purpose."""
 
     exit_code = 1
+    hint: str | None = None  # what the operator can do next, printed under the message
 
 
 class RunbookError(ResyncError):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from resync.errors import DatabaseError, HostError, PreflightFailed
+from resync.errors import Aborted, DatabaseError, HostError, PreflightFailed, StepFailed
 from resync.estimate import Estimate
 from resync.journal import Journal, JournalLock
 from resync.plan import Plan, build_plan, detect_facts, detect_tools, journaled_facts
@@ -101,6 +101,11 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
     try:
         engine.run()
         record_downtime(journal, plan.loaded.model.primary_after)
+    except (StepFailed, Aborted) as exc:
+        exc.hint = (f"the state is in the journal {journal.path}: fix the cause, then "
+                    f"`resync resume {journal.path}`, or undo with `resync rollback {journal.path}`"
+                    " (the recipient's old datadir is kept either way)")
+        raise
     finally:
         summary(console, journal)
 

@@ -183,6 +183,7 @@ def test_sender_killed_mid_copy_then_resume_redoes_the_copy(
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1, stderr
     assert b"copy sender" in stderr or b"copy receiver" in stderr
+    assert b"fix the cause, then `resync resume " in stderr, "the operator is told what next"
     journal = journal_of(tmp_path)
     data = json.loads(journal.read_text())
     old = Path(data["captured"]["recipient.old_datadir"])
