@@ -162,6 +162,7 @@ class _Syntax:
     gtid_enabled_sql: str | None
     seed_gtid_sql: str
     seed_resets_binlogs: bool  # MySQL: gtid_purged can only be set once gtid_executed is empty
+    seed_primary_sql: str  # the new primary's GTID history, right after its binlogs were reset
     status_fields: ReplicaStatusFields
 
 
@@ -181,6 +182,7 @@ _MYSQL_5_7 = _Syntax(
     gtid_enabled_sql="SELECT @@GLOBAL.gtid_mode",
     seed_gtid_sql="SET GLOBAL gtid_purged = %s",
     seed_resets_binlogs=True,
+    seed_primary_sql="SET GLOBAL gtid_purged = %s",
     status_fields=_SLAVE_FIELDS,
 )
 _MYSQL_8_0_4 = replace(_MYSQL_5_7, public_key_option="GET_MASTER_PUBLIC_KEY=1")
@@ -212,6 +214,7 @@ _MARIADB_10_0 = _Syntax(
     gtid_enabled_sql=None,
     seed_gtid_sql="SET GLOBAL gtid_slave_pos = %s",
     seed_resets_binlogs=False,
+    seed_primary_sql="SET GLOBAL gtid_binlog_state = %s",
     status_fields=replace(_SLAVE_FIELDS, using_gtid="Using_Gtid"),
 )
 
@@ -345,6 +348,12 @@ class Dialect:
         """
         seed = Statement(self.syntax.seed_gtid_sql, (gtid_set,))
         return (self.reset_binlogs(), seed) if self.syntax.seed_resets_binlogs else (seed,)
+
+    def seed_primary_gtid(self, gtid_set: object) -> Statement:
+        """Run on a new primary right after `reset_binlogs`: carry on the GTID history of the data
+        it was copied from, so that its next transactions follow what the replica has logged
+        (MariaDB gtid_strict_mode) and the replica has no GTIDs the primary lacks (MySQL)."""
+        return Statement(self.syntax.seed_primary_sql, (gtid_set,))
 
     def wait_for_file_pos(self, log_file: str, log_pos: int, timeout: int) -> Statement:
         """One row: events waited for (>= 0), -1 on timeout, NULL if not replicating."""

@@ -279,7 +279,8 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         StartService(donor, d_host.service, "donor"),
     ]
     if rebuild_primary:
-        steps += [ResetBinlogs(primary, dialects[primary]),
+        steps += [ResetBinlogs(primary, dialects[primary],
+                               gtid_from="donor.gtid" if mode == "gtid" else None),
                   ReadLockAndCapture(primary, dialects[primary], "source", timeout,
                                      "the replica will start from here", f"unlock:{primary}")]
     p_host = rb.hosts[primary]

@@ -93,17 +93,20 @@ class StopReplication(Step):
 
 class ResetBinlogs(Step):
     destructive = True
-    why = ("the new primary starts a clean binary log history; its old binlogs went aside "
-           "with the old datadir")
+    why = ("the new primary starts a clean binary log history (its old binlogs went aside with "
+           "the old datadir); with GTIDs it carries on the history of the copied data")
 
-    def __init__(self, host: str, dialect: Dialect) -> None:
-        self.host_name, self.dialect = host, dialect
+    def __init__(self, host: str, dialect: Dialect, gtid_from: str | None = None) -> None:
+        self.host_name, self.dialect, self.gtid_from = host, dialect, gtid_from
         self.key = f"reset-binlogs:{host}"
         self.title = f"Reset binary logs on {host} (the new primary)"
         self.hosts = (host,)
 
     def plan(self) -> tuple[Action, ...]:
-        return (_sql(self.host_name, self.dialect.reset_binlogs()),)
+        reset = _sql(self.host_name, self.dialect.reset_binlogs())
+        if self.gtid_from is None:
+            return (reset,)
+        return (reset, _sql(self.host_name, self.dialect.seed_primary_gtid(Ref(self.gtid_from))))
 
 
 class PointReplica(Step):

@@ -336,3 +336,27 @@ def test_sigkill_during_the_copy_then_resume_stops_the_orphaned_ends(tmp_path: P
     assert left.returncode == 1, "no end of the copy is left running"
     verify_ok(tmp_path, runbook)
     assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 1}]
+
+
+def test_seed_scenario_with_gtid_strict_mode(tmp_path: Path, sandbox_pair: Any) -> None:
+    """Regression: the new primary restarted its GTID sequence at 1 after RESET MASTER, below
+    the sequence numbers the old replica had logged itself, and strict mode stopped replication."""
+    pair = sandbox_pair
+    if not isinstance(pair, Sandbox):
+        pytest.skip("gtid_strict_mode in my.cnf needs the local sandbox (MariaDB)")
+    for server in pair:  # in my.cnf: a SET GLOBAL would not survive the restarts of the run
+        server.stop()
+        with server.cnf.open("a") as cnf:
+            cnf.write("\n[mariadbd]\ngtid_strict_mode = 1\n")
+        server.start()
+    pair.setup_replication("db1", "db2")
+    assert sql(pair, "db2", "SELECT @@GLOBAL.gtid_strict_mode AS m") == [{"m": 1}]
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1", mode="gtid")
+
+    resync(tmp_path, "run", "--yes", str(runbook), check=True)
+
+    sql(pair, "db1", "INSERT INTO app.orders VALUES (7101, 'strict', 1)")
+    wait_rows(pair, "db2", "SELECT item FROM app.orders WHERE id = 7101", [{"item": "strict"}])
+    verify_ok(tmp_path, runbook)

@@ -492,3 +492,15 @@ def test_statement_preview_is_for_display() -> None:
         f"MASTER_PASSWORD='{MASK}', MASTER_LOG_FILE='binlog.000042', MASTER_LOG_POS=1234"
     )
     assert Statement("SELECT %s", (None,)).preview() == "SELECT NULL"
+
+
+@pytest.mark.parametrize(("version", "sql"), [
+    ("mariadb-10.11.19", "SET GLOBAL gtid_binlog_state = %s"),
+    ("mariadb-11.4.4", "SET GLOBAL gtid_binlog_state = %s"),
+    ("mysql-5.7.44", "SET GLOBAL gtid_purged = %s"),
+    ("mysql-8.0.26", "SET GLOBAL gtid_purged = %s"),
+    ("mysql-8.4.3", "SET GLOBAL gtid_purged = %s"),
+])
+def test_seed_primary_gtid(version: str, sql: str) -> None:
+    statement = dialect(version).seed_primary_gtid("0-2-7")
+    assert (statement.sql, statement.params) == (sql, ("0-2-7",))
