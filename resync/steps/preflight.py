@@ -14,6 +14,7 @@ from resync.runbook import LoadedRunbook
 from resync.steps.base import Step, StepContext
 from resync.steps.copy import DONOR_BYTES, measure_bandwidth
 from resync.steps.copy_commands import CopySpec, ssh_reachability
+from resync.steps.layout import innodb_dirs_inside, not_a_mount_point, server_layout, settings_match
 
 if TYPE_CHECKING:
     from resync.mysql import ConnectionSpec
@@ -52,6 +53,10 @@ class Preflight(Step):
             (rb.recipient, "server_id differs from the donor's; version not older than the "
                            "donor's; same flavor"),
             (rb.primary_after, "log_bin is ON (it will be the replication source)"),
+            (rb.donor, "InnoDB data/redo/undo directories inside the datadir (the copy carries "
+                       "only the datadir); innodb_page_size, lower_case_table_names, "
+                       "innodb_data_file_path equal on both"),
+            (rb.recipient, "the datadir is not a mount point (it is renamed aside)"),
             (rb.donor, f"tools present: {', '.join(donor_tools(self.spec))}; datadir size "
                        "(du -sb)"),
             (rb.recipient, f"tools present: {', '.join(recipient_tools(self.spec))}; free disk >= "
@@ -132,6 +137,18 @@ def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
         check(f"{rb.primary_after}: log_bin on",
               lambda: _true(facts[rb.primary_after]["log_bin"], "binary logging is off; the new "
                             "primary needs log_bin (set it in my.cnf and restart)"))
+    layouts: dict[str, dict[str, str]] = {}
+
+    def layout_of(host: str) -> str:
+        layouts[host] = server_layout(ctx, host)
+        return innodb_dirs_inside(layouts[host], rb.hosts[host].datadir, host)
+
+    for host in list(facts):
+        check(f"{host}: InnoDB files in the datadir", lambda h=host: layout_of(h))  # type: ignore[misc]
+    if len(layouts) == 2:
+        check("physical settings match",
+              lambda: settings_match(layouts[rb.donor], layouts[rb.recipient]))
+    check(f"{rb.recipient}: datadir not a mount point", lambda: not_a_mount_point(ctx, loaded))
     if rb.donor in facts:
         check("replication user", lambda: _replication_user(ctx, loaded, connector))
     check(f"{rb.donor}: tools", lambda: _tools(ctx, rb.donor, donor_tools(spec)))

@@ -360,3 +360,19 @@ def test_seed_scenario_with_gtid_strict_mode(tmp_path: Path, sandbox_pair: Any) 
     sql(pair, "db1", "INSERT INTO app.orders VALUES (7101, 'strict', 1)")
     wait_rows(pair, "db2", "SELECT item FROM app.orders WHERE id = 7101", [{"item": "strict"}])
     verify_ok(tmp_path, runbook)
+
+
+def test_recipient_datadir_on_a_mount_point_is_refused(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    if not isinstance(pair, Sandbox):
+        pytest.skip("needs the local sandbox (RESYNC_TEST_TARGET is set)")
+    datadir = str(pair["db1"].datadir)
+    if subprocess.run(["mount", "--bind", datadir, datadir], capture_output=True).returncode:
+        pytest.skip("bind mounts are not permitted here (mount --bind needs CAP_SYS_ADMIN)")
+    try:
+        runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+        proc = resync(tmp_path, "check", str(runbook))
+    finally:
+        subprocess.run(["umount", datadir], check=True)
+    assert proc.returncode == 3
+    assert "is a mount point" in proc.stdout

@@ -82,3 +82,23 @@ def test_incompatible_versions_are_refused(donor: str, recipient: str, problem: 
 def test_newer_recipient_is_accepted() -> None:
     assert preflight._compatible(ServerVersion.parse("mariadb-10.6.20"),
                                  ServerVersion.parse("mariadb-10.11.19"))
+
+
+def test_innodb_files_outside_the_datadir_are_refused() -> None:
+    from resync.steps.layout import innodb_dirs_inside
+
+    inside = {"innodb_data_home_dir": "", "innodb_log_group_home_dir": "./",
+              "innodb_undo_directory": "/var/lib/mysql/"}
+    assert "live in the datadir" in innodb_dirs_inside(inside, "/var/lib/mysql", "db1")
+    with pytest.raises(ResyncError, match="innodb_log_group_home_dir=/redo"):
+        innodb_dirs_inside({**inside, "innodb_log_group_home_dir": "/redo"}, "/var/lib/mysql", "db1")
+
+
+def test_settings_baked_into_the_files_must_match() -> None:
+    from resync.steps.layout import settings_match
+
+    donor = {"innodb_page_size": "16384", "lower_case_table_names": "0",
+             "innodb_data_file_path": "ibdata1:12M:autoextend"}
+    assert "innodb_page_size=16384" in settings_match(donor, dict(donor))
+    with pytest.raises(ResyncError, match="innodb_page_size: donor '16384', recipient '65536'"):
+        settings_match(donor, {**donor, "innodb_page_size": "65536"})
