@@ -61,6 +61,7 @@ class MySQLSettings(_Strict):
 class ServiceSettings(_Strict):
     start: str
     stop: str
+    timeout: float = Field(default=600.0, gt=0)  # seconds a stop (buffer pool flush) or start may take
 
 
 class HostSettings(_Strict):

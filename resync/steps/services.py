@@ -8,8 +8,6 @@ from resync.runbook import ServiceSettings
 from resync.steps.base import Step, StepContext
 from resync.waiting import wait_until
 
-SERVICE_TIMEOUT = 300.0
-
 
 def server_answers(ctx: StepContext, host: str) -> bool:
     try:
@@ -19,10 +17,10 @@ def server_answers(ctx: StepContext, host: str) -> bool:
     return True
 
 
-def wait_state(ctx: StepContext, host: str, *, up: bool) -> None:
+def wait_state(ctx: StepContext, host: str, *, up: bool, timeout: float) -> None:
     wait_until(lambda: server_answers(ctx, host) == up,
                what=f"MySQL on {host} to {'accept connections' if up else 'stop'}",
-               timeout=SERVICE_TIMEOUT, interval=0.25, clock=ctx.clock)
+               timeout=timeout, interval=0.25, clock=ctx.clock)
 
 
 class _ServiceStep(Step):
@@ -39,7 +37,7 @@ class _ServiceStep(Step):
 
     def _command(self, up: bool) -> Shell:
         line = self.service.start if up else self.service.stop
-        return Shell.line(self.host_name, line, privileged=True, timeout=SERVICE_TIMEOUT)
+        return Shell.line(self.host_name, line, privileged=True, timeout=self.service.timeout)
 
     def plan(self) -> tuple[Action, ...]:
         wait = "accepts connections (SELECT 1)" if self.up else "no longer accepts connections"
@@ -55,13 +53,13 @@ class _ServiceStep(Step):
         ctx.shell(self._command(self.up))
 
     def verify(self, ctx: StepContext) -> None:
-        wait_state(ctx, self.host_name, up=self.up)
+        wait_state(ctx, self.host_name, up=self.up, timeout=self.service.timeout)
 
     def undo(self, ctx: StepContext) -> None:
         if server_answers(ctx, self.host_name) != self.up:
             return  # already in the state the undo would bring
         ctx.shell(self._command(not self.up))
-        wait_state(ctx, self.host_name, up=not self.up)
+        wait_state(ctx, self.host_name, up=not self.up, timeout=self.service.timeout)
 
 
 class StopService(_ServiceStep):
