@@ -75,7 +75,11 @@ class StopReplication(Step):
         return (_sql(self.host_name, change),)
 
     def undo_plan(self) -> tuple[Action, ...]:
-        return (Check(self.host_name, f"point it back where it replicated from ({self.prefix}.*), "
+        # a finished run left it replicating from the new primary: that goes first
+        reset = (_sql(self.host_name, self.dialect.stop_replica()),
+                 _sql(self.host_name, self.dialect.reset_replica_all()))
+        return (*reset,
+                Check(self.host_name, f"point it back where it replicated from ({self.prefix}.*), "
                       f"by GTID or by file/position as before:"),
                 *self._point_back("gtid"), *self._point_back("file_pos"),
                 Check(self.host_name, "start replication only if it was running before:"),
@@ -85,6 +89,9 @@ class StopReplication(Step):
         mode = ctx.captured.get(f"{self.prefix}.mode")
         if mode is None:
             return  # it was not replicating: nothing to restore
+        if replica_status(ctx, self.host_name, self.dialect) is not None:
+            for statement in (self.dialect.stop_replica(), self.dialect.reset_replica_all()):
+                ctx.sql(_sql(self.host_name, statement))
         for action in self._point_back(str(mode)):
             ctx.sql(action)
         if ctx.captured.get(f"{self.prefix}.running"):

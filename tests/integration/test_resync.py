@@ -376,3 +376,19 @@ def test_recipient_datadir_on_a_mount_point_is_refused(tmp_path: Path, sandbox_p
         subprocess.run(["umount", datadir], check=True)
     assert proc.returncode == 3
     assert "is a mount point" in proc.stdout
+
+
+def test_rollback_of_a_finished_run_restores_both_servers(tmp_path: Path, sandbox_pair: Any) -> None:
+    pair = sandbox_pair
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    resync(tmp_path, "run", "--yes", str(runbook), check=True)
+
+    resync(tmp_path, "rollback", "--yes", str(journal_of(tmp_path)), check=True)
+
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 9999") == [{"n": 1}]
+    d2 = dialect(pair, "db2")
+    status = sql(pair, "db2", d2.replica_status().sql)[0]
+    assert int(status[d2.status_fields.source_port]) == pair.runbook_hosts()["db1"]["mysql"]["port"]
+    assert status[d2.status_fields.sql_running] == "No", "stopped, as the failover had left it"
