@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from rich.console import Console, Group
+from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
@@ -90,25 +91,25 @@ def render_header(plan: Plan, console: Console) -> None:
     console.print(meta)
 
 
+def step_panel(v: StepView, *, undo: bool = False) -> Panel:
+    """One step as `plan` prints it and as `run` shows it before asking: the same panel."""
+    lines = [Text(v.why, style="dim")] if v.why and not undo else []
+    lines += [_action_text(a) for a in (v.undo if undo else v.actions)] or [Text("-")]
+    if not undo:
+        lines.append(Text("undo: ", style="bold").append(
+            "; ".join(f"[{a.host}] {a.text}" for a in v.undo) if v.undo else
+            "none" + (" — DESTRUCTIVE" if v.destructive else ""),
+            style="magenta" if v.undo else ("bold red" if v.destructive else "dim")))
+    flag = " — DESTRUCTIVE" if v.destructive and not undo else ""
+    title = f"{v.number}. {'UNDO ' if undo else ''}{v.title}{flag}"
+    return Panel(Text("\n").join(lines), title=title, title_align="left",
+                 border_style="red" if v.destructive else "blue")
+
+
 def render_text(plan: Plan, console: Console) -> None:
     render_header(plan, console)
-    table = Table(show_lines=True, expand=True)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("step", ratio=2)
-    table.add_column("host", no_wrap=True)
-    table.add_column("exact SQL / commands", ratio=5)
-    table.add_column("undo", ratio=2)
     for v in views(plan):
-        title = Text(v.title, style="bold red" if v.destructive else "bold")
-        if v.destructive:
-            title.append("\nDESTRUCTIVE", style="red")
-        if v.why:
-            title.append(f"\n{v.why}", style="dim")
-        hosts = "\n".join(dict.fromkeys(a.host for a in v.actions)) or ", ".join(v.hosts)
-        cmds = Group(*(_action_text(a) for a in v.actions))
-        undo = Group(*(_action_text(a) for a in v.undo)) if v.undo else Text("-", style="dim")
-        table.add_row(str(v.number), title, hosts, cmds, undo)
-    console.print(table)
+        console.print(step_panel(v))
 
 
 def _action_text(a: ActionView) -> Text:

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,7 +21,7 @@ from rich.text import Text
 
 from resync.engine import Decision
 from resync.journal import Journal, StepState
-from resync.render import _action_text, step_view
+from resync.render import step_panel, step_view
 from resync.steps.base import Step
 
 _STATE_STYLE = {StepState.DONE: "green", StepState.FAILED: "bold red",
@@ -41,11 +40,7 @@ class TerminalUI:
 
     def show(self, step: Step) -> None:
         view = step_view(self._numbers.get(step.key, 0), step)
-        actions = view.undo if self.undo else view.actions
-        body = Text("\n").join(_action_text(a) for a in actions) if actions else Text("-")
-        title = f"{view.number}. {'UNDO ' if self.undo else ''}{view.title}"
-        style = "red" if view.destructive else "blue"
-        self.console.print(Panel(body, title=title, title_align="left", border_style=style))
+        self.console.print(step_panel(view, undo=self.undo))
 
     def confirm(self, step: Step) -> Decision:
         self.show(step)
