@@ -1,0 +1,71 @@
+"""The copy step with each stream tool pair (the hosts here have them all): real transfers of a
+directory through socat, OpenBSD nc and bash's /dev/tcp, hashed on both ends."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resync.context import RunContext
+from resync.journal import Journal
+from resync.plan import assumed_facts, build_plan
+from resync.runbook import load_runbook
+from resync.steps.copy import CopyDatadir
+from resync.steps.datadir import OLD_DATADIR
+
+PORT = 17600 + os.getpid() % 90
+
+
+def copy_step(tmp_path: Path) -> tuple[CopyDatadir, RunContext, Path, Path]:
+    src, dst = tmp_path / "donor", tmp_path / "recipient"
+    (src / "db").mkdir(parents=True)
+    dst.mkdir()
+    (src / "ibdata1").write_bytes(os.urandom(3_000_000))
+    (src / "db" / "t.ibd").write_bytes(os.urandom(1_000_000))
+    (src / "mysql-bin.000001").write_bytes(b"binlog: never copied")
+    host = {"address": "127.0.0.1", "local": True,
+            "mysql": {"port": 1, "user": "nobody", "password_env": "COPY_TOOLS_UNUSED"},
+            "owner": "root:root", "service": {"start": "true", "stop": "true"}}
+    doc = {"version": 1, "name": "tools", "donor": "a", "recipient": "b", "primary_after": "b",
+           "hosts": {"a": {**host, "datadir": str(src)},
+                     "b": {**host, "datadir": str(dst), "mysql": {**host["mysql"], "port": 2}}},
+           "replication": {"user": "repl", "password_env": "COPY_TOOLS_UNUSED"},
+           "copy": {"port": PORT, "stall_timeout": 10}}
+    (tmp_path / "rb.yaml").write_text(yaml.safe_dump(doc))
+    loaded = load_runbook(tmp_path / "rb.yaml")
+    step = next(s for s in build_plan(loaded, assumed_facts(loaded, {})).steps
+                if isinstance(s, CopyDatadir))
+    journal = Journal.create(tmp_path / "j.json", run_id="tools", runbook_path="rb.yaml",
+                             runbook_sha256=loaded.sha256, steps=[(step.key, step.title)])
+    (tmp_path / "kept").mkdir()
+    journal.capture(OLD_DATADIR, str(tmp_path / "kept"))
+    journal.capture("run_id", "tools")
+    return step, RunContext(loaded, journal), src, dst
+
+
+@pytest.mark.parametrize(("listener", "connector"), [
+    ("socat", "socat"), ("socat", "bash-tcp"), ("nc-openbsd", "bash-tcp"), ("nc-openbsd", "socat"),
+])
+def test_stream_copy_with_each_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    listener: str, connector: str) -> None:
+    for tool in ("socat", "nc", "openssl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (apt-get install socat netcat-openbsd openssl)")
+    monkeypatch.setenv("COPY_TOOLS_UNUSED", "x")
+    step, ctx, src, dst = copy_step(tmp_path)
+    step = CopyDatadir(replace(step.spec, listener=listener, connector=connector),
+                       stall_timeout=10, listen_timeout=10)
+    try:
+        step.run(ctx)
+    finally:
+        ctx.close()
+    assert filecmp.cmp(src / "ibdata1", dst / "ibdata1", shallow=False)
+    assert filecmp.cmp(src / "db" / "t.ibd", dst / "db" / "t.ibd", shallow=False)
+    assert not (dst / "mysql-bin.000001").exists(), "binary logs are excluded"
+    assert int(str(ctx.captured["copy.bytes"])) > 4_000_000
