@@ -150,6 +150,21 @@ def make_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Sand
                 signal.signal(signal.SIGTERM, previous)
 
 
+def _reset_external(pair: ExternalPair) -> None:
+    """The external pair is shared by every test: drop the test schema on db1 (replicated) and
+    wait until db2 has dropped it too, so that each test starts from the same state."""
+    import time
+
+    from helpers import sql
+
+    sql(pair, "db1", "DROP DATABASE IF EXISTS app")
+    deadline = time.monotonic() + 30
+    while sql(pair, "db2", "SHOW DATABASES LIKE 'app'"):
+        if time.monotonic() > deadline:
+            pytest.fail("db2 did not replicate DROP DATABASE app within 30 s: is it replicating?")
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def sandbox_pair(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
@@ -159,6 +174,7 @@ def sandbox_pair(
     if external is not None:
         monkeypatch.setenv(SANDBOX_PASSWORD_ENV, external.env["RESYNC_TEST_PASSWORD"])
         monkeypatch.setenv(REPL_PASSWORD_ENV, external.env["RESYNC_TEST_REPL_PASSWORD"])
+        _reset_external(external)
         yield external
         return
     make: Callable[..., Sandbox] = request.getfixturevalue("make_sandbox")
