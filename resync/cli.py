@@ -58,10 +58,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="resync: warning: %(message)s")
 
 
-def _load(path: str) -> LoadedRunbook:
+def _load(path: str, *, secrets: bool = False) -> LoadedRunbook:
+    """The runbook; with `secrets`, every password_env must be set too (before anything runs)."""
     from resync.runbook import load_runbook
 
-    return load_runbook(path)
+    loaded = load_runbook(path)
+    if secrets:
+        from resync.runner import require_secrets
+
+        require_secrets(loaded)
+    return loaded
 
 
 @main.command()
@@ -100,11 +106,10 @@ def check(runbook: str) -> None:
     from rich.table import Table
 
     from resync.errors import GateRefused
-    from resync.runner import detected_plan, require_secrets, scratch_context
+    from resync.runner import detected_plan, scratch_context
     from resync.steps.preflight import Preflight
 
-    loaded = _load(runbook)
-    require_secrets(loaded)
+    loaded = _load(runbook, secrets=True)
     preflight = next(s for s in detected_plan(loaded).steps if isinstance(s, Preflight))
     ctx = scratch_context(loaded)
     try:
@@ -177,11 +182,9 @@ def cleanup(journal_path: str, runbook: str | None, yes: bool) -> None:
 @_guard
 def status(runbook: str) -> None:
     """Replication threads, lag, last error and coordinates of both hosts."""
-    from resync.runner import require_secrets
     from resync.status import render_status
 
-    loaded = _load(runbook)
-    require_secrets(loaded)
+    loaded = _load(runbook, secrets=True)
     render_status(loaded, _console())
 
 
@@ -191,12 +194,11 @@ def status(runbook: str) -> None:
 def verify(runbook: str) -> None:
     """Compare CHECKSUM TABLE of every user table on primary and replica at a synced point."""
     from resync.errors import ResyncError
-    from resync.runner import detected_plan, require_secrets, scratch_context
+    from resync.runner import detected_plan, scratch_context
     from resync.steps.verify import compare_data
     from resync.ui import checksum_table
 
-    loaded = _load(runbook)
-    require_secrets(loaded)
+    loaded = _load(runbook, secrets=True)
     the_plan = detected_plan(loaded)
     rb = loaded.model
     ctx = scratch_context(loaded)
