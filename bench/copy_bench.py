@@ -100,9 +100,9 @@ def resync_copy(sandbox: Sandbox, work: Path, copy: dict[str, object]) -> tuple[
     journal_path = work / f"journal-{time.monotonic_ns()}.json"
     journal = Journal.create(journal_path, run_id="bench", runbook_path=str(runbook),
                              runbook_sha256=loaded.sha256, steps=[(step.key, step.title)])
-    kept = work / "kept-old"
-    kept.mkdir(exist_ok=True)
-    journal.capture(OLD_DATADIR, str(kept))
+    for key, value in plan.initial_values("bench").items():  # as `resync run` does
+        journal.capture(key, value)
+    Path(str(journal.data.captured[OLD_DATADIR])).mkdir(exist_ok=True)  # "the kept old datadir"
     ctx = RunContext(loaded, journal)
     empty(sandbox["recipient"].datadir)
     start = time.perf_counter()
