@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,3 +119,21 @@ def fail_over_and_damage_db1(pair: Any) -> None:
 
 def verify_ok(tmp_path: Path, runbook: Path) -> str:
     return resync(tmp_path, "verify", str(runbook), check=True).stdout
+
+
+def start_run_until_copy(tmp_path: Path, runbook: Path, state: str) -> subprocess.Popen[bytes]:
+    """Start `resync run --yes` in the background; return once its copy step is in `state`
+    ("running": after 1.5 s more, so that bytes are on their way; or "done")."""
+    proc = subprocess.Popen([sys.executable, "-m", "resync", "run", "--yes", str(runbook)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, f"resync ended before its copy step was {state}"
+        assert time.monotonic() < deadline, f"the copy step was never {state}"
+        journals = list((tmp_path / "resync-journal").glob("*.json"))
+        if journals and any(s["key"].startswith("copy-datadir") and s["state"] == state
+                            for s in json.loads(journals[0].read_text())["steps"]):
+            if state == "running":
+                time.sleep(1.5)
+            return proc
+        time.sleep(0.02)

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from helpers import (
     load_app_data,
     resync,
     sql,
+    start_run_until_copy,
     verify_ok,
     wait_rows,
     write_runbook,
@@ -155,22 +155,6 @@ def signal_donor_tar(datadir: Path, sig: signal.Signals) -> None:
     assert hits == 1, f"expected one sending tar, found {hits}"
 
 
-def _start_run_and_wait_for_copy(tmp_path: Path, runbook: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "resync", "run", "--yes", str(runbook)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "resync ended before the copy started"
-        assert time.monotonic() < deadline, "the copy never started"
-        journals = list((tmp_path / "resync-journal").glob("*.json"))
-        if journals:
-            states = {s["key"]: s["state"] for s in json.loads(journals[0].read_text())["steps"]}
-            if any(k.startswith("copy-datadir") and v == "running" for k, v in states.items()):
-                time.sleep(1.5)  # some bytes on their way
-                return proc
-        time.sleep(0.05)
-
-
 def test_sender_killed_mid_copy_then_resume_redoes_the_copy(
         tmp_path: Path, remote_pair: Sandbox, sshd_server: TestSSHD) -> None:
     pair = remote_pair
@@ -178,7 +162,7 @@ def test_sender_killed_mid_copy_then_resume_redoes_the_copy(
     fail_over_and_damage_db1(pair)
     runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1",
                             hosts=ssh_hosts(pair, sshd_server), copy={"rate_limit_mb_per_s": 5})
-    proc = _start_run_and_wait_for_copy(tmp_path, runbook)
+    proc = start_run_until_copy(tmp_path, runbook, "running")
     signal_donor_tar(pair["db2"].datadir, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1, stderr
@@ -203,7 +187,7 @@ def test_stalled_copy_is_stopped_and_keeps_the_old_datadir(
     runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1",
                             hosts=ssh_hosts(pair, sshd_server),
                             copy={"rate_limit_mb_per_s": 5, "stall_timeout": 3})
-    proc = _start_run_and_wait_for_copy(tmp_path, runbook)
+    proc = start_run_until_copy(tmp_path, runbook, "running")
     signal_donor_tar(pair["db2"].datadir, signal.SIGSTOP)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1, stderr

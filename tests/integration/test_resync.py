@@ -6,9 +6,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from helpers import (
     load_app_data,
     resync,
     sql,
+    start_run_until_copy,
     verify_ok,
     wait_rows,
     write_runbook,
@@ -103,22 +102,9 @@ def test_drifted_replica_is_rebuilt_from_primary(tmp_path: Path, sandbox_pair: A
 
 
 def _run_until_copied_then_kill(tmp_path: Path, runbook: Path) -> Path:
-    proc = subprocess.Popen([sys.executable, "-m", "resync", "run", "--yes", str(runbook)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            assert proc.poll() is None, "resync ended before the copy was done"
-            assert time.monotonic() < deadline, "the copy step never finished"
-            journals = list((tmp_path / "resync-journal").glob("*.json"))
-            if journals:
-                states = {s["key"]: s["state"] for s in json.loads(journals[0].read_text())["steps"]}
-                if any(k.startswith("copy-datadir") and v == "done" for k, v in states.items()):
-                    break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    proc = start_run_until_copy(tmp_path, runbook, "done")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     return journal_of(tmp_path)
 
 
@@ -313,17 +299,7 @@ def test_sigkill_during_the_copy_then_resume_stops_the_orphaned_ends(tmp_path: P
     fail_over_and_damage_db1(pair)
     runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1",
                             copy={"rate_limit_mb_per_s": 5})
-    proc = subprocess.Popen([sys.executable, "-m", "resync", "run", "--yes", str(runbook)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline
-        journals = list((tmp_path / "resync-journal").glob("*.json"))
-        if journals and any(s["key"].startswith("copy-") and s["state"] == "running"
-                            for s in json.loads(journals[0].read_text())["steps"]):
-            break
-        time.sleep(0.05)
-    time.sleep(1.5)
+    proc = start_run_until_copy(tmp_path, runbook, "running")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_id = json.loads(journal_of(tmp_path).read_text())["run_id"]
