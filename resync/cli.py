@@ -141,11 +141,21 @@ def run(runbook: str, yes: bool, journal_path: str | None) -> None:
               journal_path=Path(journal_path) if journal_path else None)
 
 
-@main.command()
-@click.argument("journal_path", metavar="JOURNAL", type=click.Path(exists=True, dir_okay=False))
-@click.option("--runbook", help="the runbook, if it moved since the run started")
-@click.option("--yes", is_flag=True, help="unattended: no questions")
-@_guard
+def _on_journal(yes_help: str) -> Callable[[Callable[..., None]], Any]:
+    """The arguments of the commands that act on a journaled run."""
+
+    def decorate(fn: Callable[..., None]) -> Any:
+        fn = _guard(fn)
+        fn = click.option("--yes", is_flag=True, help=yes_help)(fn)
+        fn = click.option("--runbook", help="the runbook, if it moved since the run started")(fn)
+        fn = click.argument("journal_path", metavar="JOURNAL",
+                            type=click.Path(exists=True, dir_okay=False))(fn)
+        return main.command()(fn)
+
+    return decorate
+
+
+@_on_journal("unattended: no questions")
 def resume(journal_path: str, runbook: str | None, yes: bool) -> None:
     """Continue a run from its journal: re-observe, then go on from the first step not done."""
     from resync.runner import continue_run
@@ -153,11 +163,7 @@ def resume(journal_path: str, runbook: str | None, yes: bool) -> None:
     continue_run(Path(journal_path), runbook, _console(), yes=yes)
 
 
-@main.command()
-@click.argument("journal_path", metavar="JOURNAL", type=click.Path(exists=True, dir_okay=False))
-@click.option("--runbook", help="the runbook, if it moved since the run started")
-@click.option("--yes", is_flag=True, help="unattended: no questions")
-@_guard
+@_on_journal("unattended: no questions")
 def rollback(journal_path: str, runbook: str | None, yes: bool) -> None:
     """Undo the done steps of a run in reverse order (restores the old datadir)."""
     from resync.runner import continue_run
@@ -165,11 +171,7 @@ def rollback(journal_path: str, runbook: str | None, yes: bool) -> None:
     continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True)
 
 
-@main.command()
-@click.argument("journal_path", metavar="JOURNAL", type=click.Path(exists=True, dir_okay=False))
-@click.option("--runbook", help="the runbook, if it moved since the run started")
-@click.option("--yes", is_flag=True, help="no question (the run must still be done and verified)")
-@_guard
+@_on_journal("no question (the run must still be done and verified)")
 def cleanup(journal_path: str, runbook: str | None, yes: bool) -> None:
     """Delete the recipient's kept old datadir, once the run is done and its data verified."""
     from resync.runner import cleanup as clean
