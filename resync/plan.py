@@ -211,18 +211,15 @@ _VER = re.compile(r"\bVer\s+(\d+)\.(\d+)\.(\d+)(\S*)")
 def stopped_server_version(loaded: LoadedRunbook, name: str,
                            host_factory: Callable[[LoadedRunbook, str], Host]) -> ServerVersion:
     """The version of a stopped server, from its binary; refuses if its datadir is in use."""
-    from resync.actions import q
+    from resync.steps.services import datadir_user
 
     settings = loaded.model.hosts[name]
     host = host_factory(loaded, name)
     try:
-        ibdata = q(settings.datadir.rstrip("/") + "/ibdata1")
-        in_use = host.run(f"ls -l /proc/[0-9]*/fd 2>/dev/null | grep -F -- {ibdata} | head -1",
-                          privileged=True, check=False).stdout.strip()
-        if in_use:
+        if user := datadir_user(host, settings.datadir):
             raise DatabaseError(
                 f"[{name}] nothing answers at {settings.mysql_host}:{settings.mysql.port}, but a "
-                f"running process holds {settings.datadir}/ibdata1 open: check mysql.host/port "
+                f"running process holds {settings.datadir} open ({user}): check mysql.host/port "
                 "in the runbook (refusing to touch a datadir in use)")
         out = host.run(_BINARY_VERSION, check=False)
     finally:
@@ -270,13 +267,13 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         steps.append(ReadLockAndCapture(donor, dialects[donor], "source", timeout,
                                         "the replica will start from here", f"stop-service:{donor}"))
     steps += [
-        StopService(recipient, r_host.service, "recipient"),
-        StopService(donor, d_host.service, "donor"),
+        StopService(recipient, r_host.service, r_host.datadir, "recipient"),
+        StopService(donor, d_host.service, d_host.datadir, "donor"),
         MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
         CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
                     listen_timeout=rb.copy_.listen_timeout),
-        StartService(recipient, r_host.service, "recipient"),
-        StartService(donor, d_host.service, "donor"),
+        StartService(recipient, r_host.service, r_host.datadir, "recipient"),
+        StartService(donor, d_host.service, d_host.datadir, "donor"),
     ]
     if rebuild_primary:
         steps += [ResetBinlogs(primary, dialects[primary],

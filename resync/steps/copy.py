@@ -27,7 +27,7 @@ from resync.steps.copy_commands import (
     sender,
     stop_leftovers,
 )
-from resync.steps.services import server_answers
+from resync.steps.services import require_stopped
 from resync.waiting import Clock, wait_until
 
 DONOR_BYTES = "donor.datadir_bytes"
@@ -58,11 +58,11 @@ class CopyDatadir(Step):
                       "ends; byte totals and SHA-256 of both ends must match"))
 
     def run(self, ctx: StepContext) -> None:
-        for host in self.hosts:
-            if server_answers(ctx, host):
-                raise ResyncError(f"MySQL on {host} is running: a cold copy needs it stopped")
         for host in self.hosts:  # the ends of an attempt whose controller died may still run
             ctx.shell(stop_leftovers(host))
+        for host, datadir in ((self.spec.donor, self.spec.donor_datadir),
+                              (self.spec.recipient, self.spec.recipient_datadir)):
+            require_stopped(ctx, host, datadir, "a cold copy needs both servers stopped")
         ctx.shell(clear_partial(self.spec))
         sent, received, seconds = run_pipeline(ctx, self.spec, receiver(self.spec),
                                                sender(self.spec), stall_timeout=self.stall_timeout,

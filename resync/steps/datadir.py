@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from resync.actions import Action, Ref, Shell, q
-from resync.errors import ResyncError
 from resync.steps.base import Step, StepContext
-from resync.steps.services import server_answers
+from resync.steps.services import require_stopped
 
 OLD_DATADIR = "recipient.old_datadir"
 
@@ -51,9 +50,7 @@ class MoveDatadirAside(Step):
         return ctx.shell(probe, check=False).ok
 
     def run(self, ctx: StepContext) -> None:
-        if server_answers(ctx, self.host_name):
-            raise ResyncError(f"MySQL on {self.host_name} is still running: refusing to move its "
-                              "datadir (stop it first)")
+        require_stopped(ctx, self.host_name, self.datadir, "refusing to move its datadir")
         super().run(ctx)
 
     def verify(self, ctx: StepContext) -> None:
@@ -61,7 +58,6 @@ class MoveDatadirAside(Step):
                              f" && test -d {q(self.datadir)}"))
 
     def undo(self, ctx: StepContext) -> None:
-        if server_answers(ctx, self.host_name):
-            raise ResyncError(f"MySQL on {self.host_name} is running: stop it before restoring "
-                              "its old datadir")
+        require_stopped(ctx, self.host_name, self.datadir, "stop it before its old datadir is "
+                        "restored")
         super().undo(ctx)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from resync.actions import Action, Check, Shell
-from resync.errors import DatabaseError
+from typing import TYPE_CHECKING
+
+from resync.actions import Action, Check, Shell, q
+from resync.errors import DatabaseError, ResyncError
 from resync.runbook import ServiceSettings
 from resync.steps.base import Step, StepContext
 from resync.waiting import wait_until
+
+if TYPE_CHECKING:
+    from resync.hosts import Host
 
 
 def server_answers(ctx: StepContext, host: str) -> bool:
@@ -17,9 +22,28 @@ def server_answers(ctx: StepContext, host: str) -> bool:
     return True
 
 
-def wait_state(ctx: StepContext, host: str, *, up: bool, timeout: float) -> None:
-    wait_until(lambda: server_answers(ctx, host) == up,
-               what=f"MySQL on {host} to {'accept connections' if up else 'stop'}",
+def datadir_user(host: Host, datadir: str) -> str:
+    """A process holding a file of the datadir open ("" if none). A server that no longer answers
+    may still be flushing its buffer pool; a wrong address makes a running one look stopped."""
+    pattern = q("-> " + datadir.rstrip("/") + "/")
+    return host.run(f"ls -l /proc/[0-9]*/fd 2>/dev/null | grep -F -- {pattern} | head -1",
+                    privileged=True, check=False).stdout.strip()
+
+
+def server_stopped(ctx: StepContext, host: str, datadir: str) -> bool:
+    return not server_answers(ctx, host) and not datadir_user(ctx.host(host), datadir)
+
+
+def require_stopped(ctx: StepContext, host: str, datadir: str, why: str) -> None:
+    if server_answers(ctx, host):
+        raise ResyncError(f"MySQL on {host} is running: {why}")
+    if user := datadir_user(ctx.host(host), datadir):
+        raise ResyncError(f"a process on {host} still holds {datadir} open ({user}): {why}")
+
+
+def wait_state(ctx: StepContext, host: str, datadir: str, *, up: bool, timeout: float) -> None:
+    wait_until(lambda: server_answers(ctx, host) if up else server_stopped(ctx, host, datadir),
+               what=f"MySQL on {host} to {'accept connections' if up else 'stop and release its datadir'}",
                timeout=timeout, interval=0.25, clock=ctx.clock)
 
 
@@ -28,8 +52,8 @@ class _ServiceStep(Step):
 
     up: bool
 
-    def __init__(self, host: str, service: ServiceSettings, role: str) -> None:
-        self.host_name, self.service = host, service
+    def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str) -> None:
+        self.host_name, self.service, self.datadir = host, service, datadir
         verb = "start" if self.up else "stop"
         self.key = f"{verb}-service:{host}"
         self.title = f"{verb.capitalize()} MySQL on {host} ({role})"
@@ -40,26 +64,31 @@ class _ServiceStep(Step):
         return Shell.line(self.host_name, line, privileged=True, timeout=self.service.timeout)
 
     def plan(self) -> tuple[Action, ...]:
-        wait = "accepts connections (SELECT 1)" if self.up else "no longer accepts connections"
+        wait = ("accepts connections (SELECT 1)" if self.up else
+                f"no longer accepts connections and no process holds {self.datadir} open")
         return (self._command(self.up), Check(self.host_name, f"wait until the server {wait}"))
 
     def undo_plan(self) -> tuple[Action, ...]:
         return (self._command(not self.up),)
 
+    def _in_state(self, ctx: StepContext, up: bool) -> bool:
+        return (server_answers(ctx, self.host_name) if up else
+                server_stopped(ctx, self.host_name, self.datadir))
+
     def observe(self, ctx: StepContext) -> bool:
-        return server_answers(ctx, self.host_name) == self.up
+        return self._in_state(ctx, self.up)
 
     def run(self, ctx: StepContext) -> None:
         ctx.shell(self._command(self.up))
 
     def verify(self, ctx: StepContext) -> None:
-        wait_state(ctx, self.host_name, up=self.up, timeout=self.service.timeout)
+        wait_state(ctx, self.host_name, self.datadir, up=self.up, timeout=self.service.timeout)
 
     def undo(self, ctx: StepContext) -> None:
-        if server_answers(ctx, self.host_name) != self.up:
+        if self._in_state(ctx, not self.up):
             return  # already in the state the undo would bring
         ctx.shell(self._command(not self.up))
-        wait_state(ctx, self.host_name, up=not self.up, timeout=self.service.timeout)
+        wait_state(ctx, self.host_name, self.datadir, up=not self.up, timeout=self.service.timeout)
 
 
 class StopService(_ServiceStep):
