@@ -50,20 +50,13 @@ def detected_plan(loaded: LoadedRunbook, timeout: float | None = None,
 
 
 def measure_estimate(loaded: LoadedRunbook, plan: Plan) -> Estimate:
-    from resync.actions import Shell, q
-    from resync.estimate import PROBE_BYTES
-    from resync.steps.copy import measure_bandwidth
-    from resync.steps.preflight import Preflight
+    from resync.steps.preflight import Preflight, datadir_bytes, estimate_copy
 
-    rb = loaded.model
     spec = next(s for s in plan.steps if isinstance(s, Preflight)).spec
     ctx = scratch_context(loaded)
     try:
-        size = int(ctx.shell(Shell.line(rb.donor, f"du -sb {q(spec.donor_datadir)} | cut -f1",
-                                        privileged=True)).stdout.strip() or 0)
-        if rb.copy_.bandwidth_mb_per_s:
-            return Estimate(size, rb.copy_.bandwidth_mb_per_s * 1e6, "runbook")
-        return Estimate(size, measure_bandwidth(ctx, spec, PROBE_BYTES), "probe")
+        size = datadir_bytes(ctx.host(spec.donor), spec.donor_datadir)
+        return estimate_copy(ctx, loaded, spec, size)
     finally:
         ctx.close()
 

@@ -12,6 +12,9 @@ from resync.errors import DatabaseError, HostError, PreflightFailed, ResyncError
 from resync.estimate import PROBE_BYTES, Estimate
 from resync.runbook import LoadedRunbook
 from resync.steps.base import Step, StepContext
+
+if TYPE_CHECKING:
+    from resync.hosts import Host
 from resync.steps.copy import DONOR_BYTES, measure_bandwidth
 from resync.steps.copy_commands import CopySpec, ssh_reachability
 from resync.steps.layout import innodb_dirs_inside, not_a_mount_point, server_layout, settings_match
@@ -175,17 +178,28 @@ def _ssh_reachable(ctx: StepContext, spec: CopySpec) -> str:
     return f"{spec.donor} reaches {spec.ssh_target} over SSH"
 
 
-def _estimate(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
+def estimate_copy(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec, size: int) -> Estimate:
+    """The copy's duration from the datadir size and the declared or probed bandwidth."""
     declared = loaded.model.copy_.bandwidth_mb_per_s
-    size = ctx.captured.get(DONOR_BYTES)
     if declared:
-        bandwidth, source = declared * 1e6, "runbook"
-    else:
-        bandwidth, source = measure_bandwidth(ctx, spec, PROBE_BYTES), "probe"
-    estimate = Estimate(int(size) if isinstance(size, int | float) else 0, bandwidth, source)
+        return Estimate(size, declared * 1e6, "runbook")
+    return Estimate(size, measure_bandwidth(ctx, spec, PROBE_BYTES), "probe")
+
+
+def _estimate(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
+    size = ctx.captured.get(DONOR_BYTES)
+    estimate = estimate_copy(ctx, loaded, spec, int(size) if isinstance(size, int | float) else 0)
     for key, value in estimate.as_values().items():
         ctx.capture(key, value)
     return estimate.describe()
+
+
+def datadir_bytes(host: Host, datadir: str) -> int:
+    out = host.run(f"du -sb {q(datadir)} | cut -f1", privileged=True).stdout.strip()
+    try:
+        return int(out)
+    except ValueError:
+        raise ResyncError(f"could not read the size of {datadir} on {host.name}: {out!r}") from None
 
 
 def _distinct(a: object, b: object) -> str:
@@ -246,16 +260,15 @@ def _tools(ctx: StepContext, host: str, tools: tuple[str, ...]) -> str:
 
 def _disk(ctx: StepContext, loaded: LoadedRunbook) -> str:
     rb = loaded.model
-    donor_dir = rb.hosts[rb.donor].datadir
-    size = ctx.host(rb.donor).run(f"du -sb {q(donor_dir)} | cut -f1", privileged=True).stdout
+    size = datadir_bytes(ctx.host(rb.donor), rb.hosts[rb.donor].datadir)
     recipient_dir = rb.hosts[rb.recipient].datadir.rstrip("/")
     parent = recipient_dir.rsplit("/", 1)[0] or "/"
     free = ctx.host(rb.recipient).run(f"df -B1 --output=avail {q(parent)} | tail -1").stdout
     try:
-        need, avail = int(int(size.strip()) * DISK_FACTOR), int(free.strip())
+        need, avail = int(size * DISK_FACTOR), int(free.strip())
     except ValueError:
-        raise ResyncError(f"could not read sizes (du: {size.strip()!r}, df: {free.strip()!r})") from None
-    ctx.capture(DONOR_BYTES, int(size.strip()))
+        raise ResyncError(f"could not read the free space on {rb.recipient}: {free.strip()!r}") from None
+    ctx.capture(DONOR_BYTES, size)
     gib = 1024 ** 3
     if avail < need:
         raise ResyncError(f"{rb.recipient} has {avail / gib:.2f} GiB free under {parent}, needs "
