@@ -46,7 +46,7 @@ TAR_WRITTEN = re.compile(r"Total bytes written: (\d+)")
 TAR_READ = re.compile(r"Total bytes read: (\d+)")
 
 _HASH_FIFO = (
-    't=$(mktemp -d /tmp/resync-copy.XXXXXX); trap \'rm -rf "$t"\' EXIT; mkfifo "$t/h"; '
+    't=$(mktemp -d /tmp/resync-copy.XXXXXX); trap "rm -rf -- $t" EXIT; mkfifo "$t/h"; '
     'openssl dgst -sha256 -r < "$t/h" > "$t/sum" & hp=$!; '
 )
 
