@@ -137,3 +137,35 @@ def start_run_until_copy(tmp_path: Path, runbook: Path, state: str) -> subproces
                 time.sleep(1.5)
             return proc
         time.sleep(0.02)
+
+
+class ProcessListWatch:
+    """Samples every process's command line while a run goes: no secret may ever appear there."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        import threading
+
+        self.secrets = [s for s in secrets if s]
+        self.seen: list[str] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for proc in Path("/proc").iterdir():
+                try:
+                    cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                self.seen += [cmdline for s in self.secrets if s in cmdline]
+            self.samples += 1
+            time.sleep(0.01)
+
+    def __enter__(self) -> ProcessListWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

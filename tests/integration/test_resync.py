@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    ProcessListWatch,
     connect,
     dialect,
     fail_over_and_damage_db1,
@@ -37,7 +38,9 @@ def test_seed_scenario_rebuilds_old_primary_from_replica(tmp_path: Path, sandbox
     fail_over_and_damage_db1(pair)
     runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1", mode=mode)
 
-    out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
+    with ProcessListWatch([os.environ[SANDBOX_PASSWORD_ENV], os.environ[REPL_PASSWORD_ENV]]) as ps:
+        out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
+    assert ps.samples > 10 and ps.seen == [], "no password in any process's command line"
 
     assert "verification (CHECKSUM TABLE)" in out
     # db1 has db2's data: the failover write, the updates, and not its own damage
