@@ -50,7 +50,9 @@ def views(plan: Plan) -> list[StepView]:
 
 def header(plan: Plan) -> list[tuple[str, str]]:
     rb = plan.loaded.model
-    versions = ", ".join(f"{h}={v}" for h, v in plan.facts.versions.items())
+    versions = ", ".join(f"{h}={v.flavor}-{v.major}.{v.minor}"
+                         if plan.facts.source != "detected" and v.patch == 0 else f"{h}={v}"
+                         for h, v in plan.facts.versions.items())
     source = {
         "detected": "detected from the servers",
         "given": "given with --server-version",
