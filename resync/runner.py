@@ -55,7 +55,7 @@ def measure_estimate(loaded: LoadedRunbook, plan: Plan) -> Estimate:
     spec = next(s for s in plan.steps if isinstance(s, Preflight)).spec
     ctx = scratch_context(loaded)
     try:
-        size = datadir_bytes(ctx.host(spec.donor), spec.donor_datadir)
+        size = datadir_bytes(ctx.host(spec.donor), spec.donor_datadir, spec.excludes)
         return estimate_copy(ctx, loaded, spec, size)
     finally:
         ctx.close()

@@ -156,7 +156,7 @@ def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
         check("replication user", lambda: _replication_user(ctx, loaded, connector))
     check(f"{rb.donor}: tools", lambda: _tools(ctx, rb.donor, donor_tools(spec)))
     check(f"{rb.recipient}: tools", lambda: _tools(ctx, rb.recipient, recipient_tools(spec)))
-    check("disk space", lambda: _disk(ctx, loaded))
+    check("disk space", lambda: _disk(ctx, loaded, spec))
     if spec.method == "ssh":
         check(f"{rb.donor}: ssh to {rb.recipient}", lambda: _ssh_reachable(ctx, spec))
     else:
@@ -194,8 +194,10 @@ def _estimate(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
     return estimate.describe()
 
 
-def datadir_bytes(host: Host, datadir: str) -> int:
-    out = host.run(f"du -sb {q(datadir)} | cut -f1", privileged=True).stdout.strip()
+def datadir_bytes(host: Host, datadir: str, excludes: tuple[str, ...] = ()) -> int:
+    """Bytes the copy will carry: the datadir without what the copy leaves out (binlogs...)."""
+    skip = " ".join(f"--exclude={q(p.removeprefix('./'))}" for p in excludes)
+    out = host.run(f"du -sb {skip} {q(datadir)} | cut -f1", privileged=True).stdout.strip()
     try:
         return int(out)
     except ValueError:
@@ -258,9 +260,9 @@ def _tools(ctx: StepContext, host: str, tools: tuple[str, ...]) -> str:
     return ", ".join(tools)
 
 
-def _disk(ctx: StepContext, loaded: LoadedRunbook) -> str:
+def _disk(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
     rb = loaded.model
-    size = datadir_bytes(ctx.host(rb.donor), rb.hosts[rb.donor].datadir)
+    size = datadir_bytes(ctx.host(rb.donor), spec.donor_datadir, spec.excludes)
     recipient_dir = rb.hosts[rb.recipient].datadir.rstrip("/")
     parent = recipient_dir.rsplit("/", 1)[0] or "/"
     free = ctx.host(rb.recipient).run(f"df -B1 --output=avail {q(parent)} | tail -1").stdout
@@ -274,7 +276,8 @@ def _disk(ctx: StepContext, loaded: LoadedRunbook) -> str:
         raise ResyncError(f"{rb.recipient} has {avail / gib:.2f} GiB free under {parent}, needs "
                           f"{need / gib:.2f} GiB (donor datadir x {DISK_FACTOR}; the old datadir "
                           "is kept beside it)")
-    return f"donor datadir {int(size) / gib:.2f} GiB; {avail / gib:.2f} GiB free on {rb.recipient}"
+    return (f"to copy: {size / gib:.2f} GiB of the donor's datadir; {avail / gib:.2f} GiB free on "
+            f"{rb.recipient}")
 
 
 def _port_free(ctx: StepContext, loaded: LoadedRunbook) -> str:

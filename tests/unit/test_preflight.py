@@ -13,8 +13,12 @@ from resync.hosts import CommandResult
 from resync.runbook import load_runbook
 from resync.steps import preflight
 from resync.steps.copy import DONOR_BYTES
+from resync.steps.copy_commands import CopySpec
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "rebuild-old-primary.yaml"
+SPEC = CopySpec(donor="db2", recipient="db1", donor_datadir="/var/lib/mysql",
+                recipient_datadir="/var/lib/mysql", listen_address="db1", port=7878,
+                owner="mysql:mysql", excludes=("./*-bin.[0-9]*",))
 
 
 class FakeHost:
@@ -49,13 +53,13 @@ def test_too_little_disk_on_the_recipient_is_refused() -> None:
     loaded = load_runbook(RUNBOOK)
     ctx = disk_ctx(donor_bytes=100 * 2**30, free_bytes=105 * 2**30)  # needs 110 GiB
     with pytest.raises(ResyncError, match=r"db1 has 105.00 GiB free under /var/lib, needs 110.00 GiB"):
-        preflight._disk(ctx, loaded)  # type: ignore[arg-type]
+        preflight._disk(ctx, loaded, SPEC)  # type: ignore[arg-type]
 
 
 def test_enough_disk_passes_and_records_the_donor_size() -> None:
     loaded = load_runbook(RUNBOOK)
     ctx = disk_ctx(donor_bytes=10 * 2**30, free_bytes=12 * 2**30)
-    assert "10.00 GiB" in preflight._disk(ctx, loaded)  # type: ignore[arg-type]
+    assert "to copy: 10.00 GiB" in preflight._disk(ctx, loaded, SPEC)  # type: ignore[arg-type]
     assert ctx.captured[DONOR_BYTES] == 10 * 2**30
 
 
