@@ -46,7 +46,7 @@ class TerminalUI:
         self.show(step)
         if not self.interactive:
             return Decision.RUN
-        answer = Prompt.ask("run this step?  [y]es / [s]kip / [a]bort", console=self.console,
+        answer = Prompt.ask("run this step? (y)es / (s)kip / (a)bort", console=self.console,
                             choices=["y", "s", "a"], default="y")
         return {"y": Decision.RUN, "s": Decision.SKIP, "a": Decision.ABORT}[answer]
 

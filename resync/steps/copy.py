@@ -69,6 +69,7 @@ class CopyDatadir(Step):
                                                listen_timeout=self.listen_timeout)
         nbytes = compare_ends(sent.stdout + sent.stderr,
                               (received.stdout + received.stderr) if received else "")
+        ctx.progress(nbytes, nbytes, "copy")  # the bar ends full: every byte arrived and matched
         ctx.capture("copy.bytes", nbytes)
         ctx.capture("copy.seconds", round(seconds, 3))
         ctx.capture("copy.bytes_per_second", round(nbytes / seconds) if seconds else None)
