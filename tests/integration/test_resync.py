@@ -226,6 +226,7 @@ def test_operator_abort_at_a_prompt_changes_nothing(tmp_path: Path, sandbox_pair
     assert proc.returncode == 130, proc.stdout + proc.stderr
     assert "aborted by the operator before step 'read-lock:db1:source'" in proc.stderr
     assert "FLUSH TABLES WITH READ LOCK" in proc.stdout, "the step was shown with its SQL first"
+    assert "run this step? (y)es / (s)kip / (a)bort" in proc.stdout, "the choices are readable"
     data = json.loads(journal_of(tmp_path).read_text())
     assert data["outcome"] == "aborted"
     assert [s["state"] for s in data["steps"]][:2] == ["done", "pending"]
