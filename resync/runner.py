@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from resync.errors import Aborted, DatabaseError, HostError, PreflightFailed, StepFailed
+from resync.errors import (
+    Aborted,
+    DatabaseError,
+    GateRefused,
+    HostError,
+    PreflightFailed,
+    StepFailed,
+)
 from resync.estimate import Estimate
 from resync.journal import Journal, JournalLock
 from resync.plan import Plan, build_plan, detect_facts, detect_tools, journaled_facts
@@ -134,6 +141,10 @@ def continue_run(journal_path: Path, runbook: str | None, console: Console, *, y
     """Resume (or roll back) a journaled run; the lock is taken before the journal is read."""
     with JournalLock(journal_path):
         loaded, plan, journal = from_journal(journal_path, runbook)
+        outcome = journal.data.outcome
+        if not rollback and outcome in ("done", "rolled back"):
+            raise GateRefused(f"this run is {outcome}: nothing to resume (start a new run with "
+                              "`resync run` if the servers need it again)")
         execute(loaded, plan, journal, console, yes=yes, rollback=rollback)
 
 
@@ -171,7 +182,6 @@ def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: b
 
     from resync.actions import Ref, Shell
     from resync.context import RunContext
-    from resync.errors import Aborted, GateRefused
     from resync.journal import StepState
     from resync.steps.datadir import OLD_DATADIR
 

@@ -152,6 +152,8 @@ def test_rollback_after_datadir_swap_restores_old_datadir(tmp_path: Path, sandbo
     assert json.loads(journal.read_text())["outcome"] == "rolled back"
     refused = resync(tmp_path, "cleanup", "--yes", str(journal))
     assert refused.returncode == 3 and "has not finished with its data verified" in refused.stderr
+    again = resync(tmp_path, "resume", "--yes", str(journal))
+    assert again.returncode == 3 and "this run is rolled back: nothing to resume" in again.stderr
 
 
 # --- refusals: nothing changes --------------------------------------------------------------------
