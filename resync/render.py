@@ -65,6 +65,8 @@ def header(plan: Plan) -> list[tuple[str, str]]:
         ("primary afterwards", f"{rb.primary_after}; replica: {rb.replica_after}"),
         ("replication", f"{plan.mode} (runbook: {rb.replication.mode})"),
         ("server versions", f"{versions} — {source}"),
+        *([("stopped servers", ", ".join(sorted(plan.facts.down)) + ": not running (nothing holds "
+            "its datadir open); version read from its server binary")] if plan.facts.down else []),
         ("copy", _copy_line(plan)),
         ("old datadir", f"kept at {rb.hosts[rb.recipient].datadir.rstrip('/')}.resync-<run_id> "
                         "until the operator removes it"),
