@@ -142,8 +142,7 @@ class RunContext:
 
     def query(self, host: str, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
         """A read-only query for observe()/verify(); journaled like everything else."""
-        return self.sql(Sql(host, sql, tuple(p if isinstance(p, str | int | float) else str(p)
-                                             for p in params)))
+        return self.sql(Sql(host, sql, params))
 
     def record_shell(self, action: Shell, exit_code: int, tail: str) -> None:
         """Journal a command that ran in the background (the two ends of a copy)."""

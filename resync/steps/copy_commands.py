@@ -178,16 +178,19 @@ def receiver(spec: CopySpec) -> Shell | None:
                                                         spec.port)))
 
 
+def _ssh_to_recipient(spec: CopySpec, remote_script: str) -> str:
+    """The donor's OpenSSH client running `remote_script` (fed from stdin) on the recipient."""
+    remote = "bash -c " + shlex.quote(remote_script)
+    if spec.ssh_sudo:
+        remote = "sudo -n " + remote
+    cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
+    argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote]
+    return " ".join(q(a) for a in argv)
+
+
 def sender(spec: CopySpec) -> Shell:
-    if spec.method == "stream":
-        sink = connect(spec.connector, spec.listen_address, spec.port)
-    else:
-        remote = "bash -c " + shlex.quote(_unpack(spec, "cat"))
-        if spec.ssh_sudo:
-            remote = "sudo -n " + remote
-        cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
-        argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote]
-        sink = " ".join(q(a) for a in argv)
+    sink = (connect(spec.connector, spec.listen_address, spec.port) if spec.method == "stream"
+            else _ssh_to_recipient(spec, _unpack(spec, "cat")))
     return _tagged(spec.donor, f"set -euo pipefail; {_HASH_FIFO}{_pack(spec)} | {sink}; "
                    + _report("sent"))
 
@@ -203,20 +206,22 @@ def bandwidth_probe(spec: CopySpec, nbytes: int) -> tuple[Shell | None, Shell]:
     """A short probe through the copy's own pipeline: `nbytes` of zeros, hashed on both ends as
     the copy is, written to a scratch file beside the recipient's datadir (same filesystem) and
     deleted. It leaves out the donor's disk reads and tar, so it is an upper bound."""
-    parent = spec.recipient_datadir.rstrip("/").rsplit("/", 1)[0] or "/"
-    scratch = f"{q(parent)}/.resync-probe.$$"
-    sink = (f"set -euo pipefail; {_HASH_FIFO}{{source}} | tee \"$t/h\" > {scratch}; "
-            f"rm -f {scratch}; wait $hp")
-    source = f"set -euo pipefail; {_HASH_FIFO}head -c {nbytes} /dev/zero | tee \"$t/h\" | "
-    if spec.method == "stream":
-        recv: Shell | None = Shell.line(spec.recipient, sink.format(
-            source=listen(spec.listener, spec.listen_address, spec.port)), privileged=True)
-        send = Shell.line(spec.donor, source + connect(spec.connector, spec.listen_address,
-                                                       spec.port) + "; wait $hp")
-        return recv, send
-    remote = "bash -c " + shlex.quote(sink.format(source="cat"))
-    if spec.ssh_sudo:
-        remote = "sudo -n " + remote
-    cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
-    argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote]
-    return None, Shell.line(spec.donor, source + " ".join(q(a) for a in argv) + "; wait $hp")
+    scratch = f"{q(parent_dir(spec.recipient_datadir))}/.resync-probe.$$"
+
+    def sink(source: str) -> str:
+        return (f"set -euo pipefail; {_HASH_FIFO}{source} | tee \"$t/h\" > {scratch}; "
+                f"rm -f {scratch}; wait $hp")
+
+    def send(to: str) -> Shell:
+        return Shell.line(spec.donor, f"set -euo pipefail; {_HASH_FIFO}head -c {nbytes} /dev/zero"
+                          f" | tee \"$t/h\" | {to}; wait $hp")
+
+    if spec.method == "ssh":
+        return None, send(_ssh_to_recipient(spec, sink("cat")))
+    listener = listen(spec.listener, spec.listen_address, spec.port)
+    return (Shell.line(spec.recipient, sink(listener), privileged=True),
+            send(connect(spec.connector, spec.listen_address, spec.port)))
+
+
+def parent_dir(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] or "/"

@@ -16,7 +16,7 @@ from resync.steps.base import Step, StepContext
 if TYPE_CHECKING:
     from resync.hosts import Host
 from resync.steps.copy import DONOR_BYTES, measure_bandwidth
-from resync.steps.copy_commands import CopySpec, ssh_reachability
+from resync.steps.copy_commands import CopySpec, parent_dir, ssh_reachability
 from resync.steps.layout import innodb_dirs_inside, not_a_mount_point, server_layout, settings_match
 
 if TYPE_CHECKING:
@@ -130,13 +130,14 @@ def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
                 f"{v} read from its binary; server_id and log_bin are only known once it starts"))
             continue
         check(f"{host}: connect", lambda h=host: read_facts(h))  # type: ignore[misc]
-    if down and rb.donor in facts and versions and rb.recipient in versions:
+    # what the servers said, else (a stopped recipient) what its binary said when the plan was built
+    known = {**(versions or {}), **{h: f["parsed"] for h, f in facts.items()}}
+    if rb.donor in known and rb.recipient in known:
         check("versions compatible",
-              lambda: _compatible(facts[rb.donor]["parsed"], versions[rb.recipient]))  # type: ignore[arg-type]
+              lambda: _compatible(known[rb.donor], known[rb.recipient]))  # type: ignore[arg-type]
     if len(facts) == 2:
         d, r = facts[rb.donor], facts[rb.recipient]
         check("distinct server_id", lambda: _distinct(d["server_id"], r["server_id"]))
-        check("versions compatible", lambda: _compatible(d["parsed"], r["parsed"]))  # type: ignore[arg-type]
         check(f"{rb.primary_after}: log_bin on",
               lambda: _true(facts[rb.primary_after]["log_bin"], "binary logging is off; the new "
                             "primary needs log_bin (set it in my.cnf and restart)"))
@@ -263,8 +264,7 @@ def _tools(ctx: StepContext, host: str, tools: tuple[str, ...]) -> str:
 def _disk(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
     rb = loaded.model
     size = datadir_bytes(ctx.host(rb.donor), spec.donor_datadir, spec.excludes)
-    recipient_dir = rb.hosts[rb.recipient].datadir.rstrip("/")
-    parent = recipient_dir.rsplit("/", 1)[0] or "/"
+    parent = parent_dir(spec.recipient_datadir)
     free = ctx.host(rb.recipient).run(f"df -B1 --output=avail {q(parent)} | tail -1").stdout
     try:
         need, avail = int(size * DISK_FACTOR), int(free.strip())

@@ -117,6 +117,13 @@ def fail_over_and_damage_db1(pair: Any) -> None:
         sql(pair, "db1", "FLUSH TABLES app.audit")
 
 
+def seed_incident(tmp_path: Path, pair: Any, **runbook: Any) -> Path:
+    """The seed's story staged on the pair; returns the runbook that rebuilds db1 from db2."""
+    load_app_data(pair)
+    fail_over_and_damage_db1(pair)
+    return write_runbook(tmp_path, pair, donor="db2", recipient="db1", **runbook)
+
+
 def verify_ok(tmp_path: Path, runbook: Path) -> str:
     return resync(tmp_path, "verify", str(runbook), check=True).stdout
 

@@ -19,6 +19,7 @@ from helpers import (
     journal_of,
     load_app_data,
     resync,
+    seed_incident,
     sql,
     start_run_until_copy,
     verify_ok,
@@ -34,9 +35,7 @@ from resync.sandbox import REPL_PASSWORD_ENV, SANDBOX_PASSWORD_ENV, Sandbox
 def test_seed_scenario_rebuilds_old_primary_from_replica(tmp_path: Path, sandbox_pair: Any,
                                                          mode: str) -> None:
     pair = sandbox_pair
-    load_app_data(pair)
-    fail_over_and_damage_db1(pair)
-    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1", mode=mode)
+    runbook = seed_incident(tmp_path, pair, mode=mode)
 
     with ProcessListWatch([os.environ[SANDBOX_PASSWORD_ENV], os.environ[REPL_PASSWORD_ENV]]) as ps:
         out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
@@ -113,9 +112,7 @@ def _run_until_copied_then_kill(tmp_path: Path, runbook: Path) -> Path:
 
 def test_sigkill_after_copy_then_resume_finishes(tmp_path: Path, sandbox_pair: Any) -> None:
     pair = sandbox_pair
-    load_app_data(pair)
-    fail_over_and_damage_db1(pair)
-    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    runbook = seed_incident(tmp_path, pair)
     journal = _run_until_copied_then_kill(tmp_path, runbook)
     assert json.loads(journal.read_text())["outcome"] is None
 
@@ -130,9 +127,7 @@ def test_sigkill_after_copy_then_resume_finishes(tmp_path: Path, sandbox_pair: A
 
 def test_rollback_after_datadir_swap_restores_old_datadir(tmp_path: Path, sandbox_pair: Any) -> None:
     pair = sandbox_pair
-    load_app_data(pair)
-    fail_over_and_damage_db1(pair)
-    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    runbook = seed_incident(tmp_path, pair)
     journal = _run_until_copied_then_kill(tmp_path, runbook)
     old = Path(json.loads(journal.read_text())["captured"]["recipient.old_datadir"])
 
@@ -302,10 +297,7 @@ def test_sigkill_during_the_copy_then_resume_stops_the_orphaned_ends(tmp_path: P
     pair = sandbox_pair
     if not isinstance(pair, Sandbox):
         pytest.skip("needs the local sandbox (RESYNC_TEST_TARGET is set)")
-    load_app_data(pair)
-    fail_over_and_damage_db1(pair)
-    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1",
-                            copy={"rate_limit_mb_per_s": 5})
+    runbook = seed_incident(tmp_path, pair, copy={"rate_limit_mb_per_s": 5})
     proc = start_run_until_copy(tmp_path, runbook, "running")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -334,9 +326,7 @@ def test_seed_scenario_with_gtid_strict_mode(tmp_path: Path, sandbox_pair: Any) 
         server.start()
     pair.setup_replication("db1", "db2")
     assert sql(pair, "db2", "SELECT @@GLOBAL.gtid_strict_mode AS m") == [{"m": 1}]
-    load_app_data(pair)
-    fail_over_and_damage_db1(pair)
-    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1", mode="gtid")
+    runbook = seed_incident(tmp_path, pair, mode="gtid")
 
     resync(tmp_path, "run", "--yes", str(runbook), check=True)
 
@@ -363,9 +353,7 @@ def test_recipient_datadir_on_a_mount_point_is_refused(tmp_path: Path, sandbox_p
 
 def test_rollback_of_a_finished_run_restores_both_servers(tmp_path: Path, sandbox_pair: Any) -> None:
     pair = sandbox_pair
-    load_app_data(pair)
-    fail_over_and_damage_db1(pair)
-    runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
+    runbook = seed_incident(tmp_path, pair)
     resync(tmp_path, "run", "--yes", str(runbook), check=True)
 
     resync(tmp_path, "rollback", "--yes", str(journal_of(tmp_path)), check=True)
