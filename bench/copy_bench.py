@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from resync.sandbox import Sandbox
-from resync.waiting import wait_until
+from resync.run.waiting import wait_until
+from resync.testing.sandbox import Sandbox
 
 ROWS_PER_GB = 5_000_000
 PORT = 17977
@@ -52,7 +52,7 @@ def empty(path: Path) -> None:
 
 
 def _excludes() -> str:
-    from resync.steps.copy_commands import excludes_for
+    from resync.steps.copy.commands import excludes_for
 
     return " ".join(f"--exclude='{p}'" for p in excludes_for("mariadb"))
 
@@ -80,11 +80,11 @@ def resync_copy(sandbox: Sandbox, work: Path, copy: dict[str, object]) -> tuple[
     """The real copy step (CopyDatadir), run through a RunContext as `resync run` runs it."""
     import yaml
 
-    from resync.context import RunContext
-    from resync.journal import Journal
-    from resync.plan import assumed_facts, build_plan
-    from resync.runbook import load_runbook
-    from resync.steps.copy import CopyDatadir
+    from resync.model.runbook import load_runbook
+    from resync.plan.build import assumed_facts, build_plan
+    from resync.run.executor import RunContext
+    from resync.run.journal import Journal
+    from resync.steps.copy.pipeline import CopyDatadir
     from resync.steps.datadir import OLD_DATADIR
 
     hosts = sandbox.runbook_hosts()

@@ -1,3 +1,3 @@
-from resync.cli import main
+from resync.cli.commands import main
 
 main()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from resync.actions import Action, Captured, Shell, Sql
+from resync.actions.types import Action, Captured, Shell, Sql
 
 if TYPE_CHECKING:
-    from resync.hosts import CommandResult, Host
-    from resync.mysql import Session
-    from resync.waiting import Clock
+    from resync.run.waiting import Clock
+    from resync.transport.local import CommandResult, Host
+    from resync.transport.mysql import Session
 
 
 class StepContext(Protocol):

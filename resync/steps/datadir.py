@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resync.actions import Action, Ref, Shell, q
+from resync.actions.types import Action, Ref, Shell, q
 from resync.steps.base import Step, StepContext
 from resync.steps.services import require_stopped
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from resync.actions import q
-from resync.errors import ResyncError
-from resync.runbook import LoadedRunbook
+from resync.actions.types import q
+from resync.model.errors import ResyncError
+from resync.model.runbook import LoadedRunbook
 from resync.steps.base import StepContext
 
 # InnoDB files that live outside the datadir when these point elsewhere: the copy would miss them

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resync.actions import Action, Sql
-from resync.dialect import Dialect
-from resync.errors import DatabaseError, LockTimeout, ResyncError
+from resync.actions.dialect import Dialect
+from resync.actions.types import Action, Sql
+from resync.model.errors import DatabaseError, LockTimeout, ResyncError
 from resync.steps.base import Step, StepContext
 
 if TYPE_CHECKING:
-    from resync.mysql import Session
+    from resync.transport.mysql import Session
 
 _LOCK_WAIT = "1205"
 

@@ -6,21 +6,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resync.actions import Action, Check, q
-from resync.dialect import ServerVersion
-from resync.errors import DatabaseError, HostError, PreflightFailed, ResyncError
-from resync.estimate import PROBE_BYTES, Estimate
-from resync.runbook import LoadedRunbook
+from resync.actions.dialect import ServerVersion
+from resync.actions.types import Action, Check, q
+from resync.model.errors import DatabaseError, HostError, PreflightFailed, ResyncError
+from resync.model.runbook import LoadedRunbook
+from resync.plan.estimate import PROBE_BYTES, Estimate
 from resync.steps.base import Step, StepContext
 
 if TYPE_CHECKING:
-    from resync.hosts import Host
-from resync.steps.copy import DONOR_BYTES, measure_bandwidth
-from resync.steps.copy_commands import CopySpec, parent_dir, ssh_reachability
+    from resync.transport.local import Host
+from resync.steps.copy.commands import CopySpec, parent_dir, ssh_reachability
+from resync.steps.copy.pipeline import DONOR_BYTES, measure_bandwidth
 from resync.steps.layout import innodb_dirs_inside, not_a_mount_point, server_layout, settings_match
 
 if TYPE_CHECKING:
-    from resync.mysql import ConnectionSpec
+    from resync.transport.mysql import ConnectionSpec
 
 DISK_FACTOR = 1.1
 DONOR_TOOLS = ("tar", "nc", "openssl", "du")
@@ -96,7 +96,7 @@ def recipient_tools(spec: CopySpec) -> tuple[str, ...]:
 def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
                down: frozenset[str] = frozenset(), versions: Mapping[str, ServerVersion] | None = None,
                connector: Callable[[ConnectionSpec], object] | None = None) -> list[CheckResult]:
-    from resync.mysql import connect
+    from resync.transport.mysql import connect
 
     rb = loaded.model
     connector = connector or connect
@@ -238,7 +238,7 @@ def _replication_user(ctx: StepContext, loaded: LoadedRunbook,
                           f"carries the donor's users): CREATE USER and GRANT REPLICATION SLAVE")
     password = loaded.secret(rb.replication.password_env, "replication", "password_env")
     donor = rb.hosts[rb.donor]
-    from resync.mysql import ConnectionSpec
+    from resync.transport.mysql import ConnectionSpec
 
     spec = ConnectionSpec(name=f"{rb.donor} as {user}", host=donor.address, port=donor.mysql.port,
                           user=user, password=password, connect_timeout=5)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from resync.actions import Action, Check, Ref, Sql
-from resync.dialect import Dialect, Statement
-from resync.errors import ResyncError
-from resync.secrets import EnvSecret
+from resync.actions.dialect import Dialect, Statement
+from resync.actions.types import Action, Check, Ref, Sql
+from resync.model.errors import ResyncError
+from resync.model.secrets import EnvSecret
+from resync.run.waiting import wait_until
 from resync.steps.base import Step, StepContext
-from resync.waiting import wait_until
 
 Mode = Literal["gtid", "file_pos"]
 

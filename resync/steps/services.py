@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resync.actions import Action, Check, Shell, q
-from resync.errors import DatabaseError, ResyncError
-from resync.runbook import ServiceSettings
+from resync.actions.types import Action, Check, Shell, q
+from resync.model.errors import DatabaseError, ResyncError
+from resync.model.runbook import ServiceSettings
+from resync.run.waiting import wait_until
 from resync.steps.base import Step, StepContext
-from resync.waiting import wait_until
 
 if TYPE_CHECKING:
-    from resync.hosts import Host
+    from resync.transport.local import Host
 
 
 def server_answers(ctx: StepContext, host: str) -> bool:

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from resync.actions import Action, Check, Sql
-from resync.dialect import Dialect
-from resync.errors import ResyncError
+from resync.actions.dialect import Dialect
+from resync.actions.types import Action, Check, Sql
+from resync.model.errors import ResyncError
 from resync.steps.base import Step, StepContext
 from resync.steps.locking import take_read_lock
 

@@ -1,6 +1,6 @@
 """Shared fixtures of the integration suite: real servers, never mocks.
 
-By default each test gets local mariadbd servers (resync.sandbox; needs root and the Debian
+By default each test gets local mariadbd servers (resync.testing.sandbox; needs root and the Debian
 packages, else the tests are skipped with what is missing). With RESYNC_TEST_TARGET=docker (or
 RESYNC_TEST_DB1_PORT set) `sandbox_pair` describes an external pair instead, e.g. the one of
 docker/compose.*.yaml: see docker/README.md for the variables.
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sshd import sshd_server  # noqa: F401  (shared: the session's test sshd)
 
-from resync.sandbox import (
+from resync.testing.sandbox import (
     ADMIN_USER,
     INSTALL_HINT,
     REPL_PASSWORD_ENV,

@@ -14,8 +14,8 @@ import pymysql
 import pymysql.cursors
 import yaml
 
-from resync.dialect import ServerVersion, dialect_for
-from resync.sandbox import REPL_PASSWORD_ENV, SANDBOX_PASSWORD_ENV, Sandbox
+from resync.actions.dialect import ServerVersion, dialect_for
+from resync.testing.sandbox import REPL_PASSWORD_ENV, SANDBOX_PASSWORD_ENV, Sandbox
 
 COPY_PORT = 17900 + os.getpid() % 90
 

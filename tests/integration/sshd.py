@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from resync.runbook import SSHSettings
+from resync.model.runbook import SSHSettings
 
 SSHD = "/usr/sbin/sshd"
 ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resync.context import RunContext
-from resync.journal import Journal
-from resync.plan import assumed_facts, build_plan
-from resync.runbook import load_runbook
-from resync.steps.copy import CopyDatadir
+from resync.model.runbook import load_runbook
+from resync.plan.build import assumed_facts, build_plan
+from resync.run.executor import RunContext
+from resync.run.journal import Journal
+from resync.steps.copy.pipeline import CopyDatadir
 from resync.steps.datadir import OLD_DATADIR
 
 PORT = 17600 + os.getpid() % 90

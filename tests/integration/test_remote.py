@@ -26,7 +26,7 @@ from helpers import (
 )
 from sshd import TestSSHD
 
-from resync.sandbox import Sandbox
+from resync.testing.sandbox import Sandbox
 
 ADDRESSES = {"db1": "127.0.0.2", "db2": "127.0.0.3"}
 

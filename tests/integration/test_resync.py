@@ -27,7 +27,7 @@ from helpers import (
     write_runbook,
 )
 
-from resync.sandbox import REPL_PASSWORD_ENV, SANDBOX_PASSWORD_ENV, Sandbox
+from resync.testing.sandbox import REPL_PASSWORD_ENV, SANDBOX_PASSWORD_ENV, Sandbox
 
 
 # --- scenarios -----------------------------------------------------------------------------------

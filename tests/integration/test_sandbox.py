@@ -15,7 +15,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from resync.sandbox import Sandbox, SandboxError
+from resync.testing.sandbox import Sandbox, SandboxError
 
 COPY_EXCLUDE = ("mysql-bin.*", "relay-bin.*", "master*.info", "relay-log*.info",
                 "multi-master.info", "*.pid", "ibtmp1")

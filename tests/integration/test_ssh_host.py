@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sshd import TestSSHD, free_port, keygen
 
-from resync.errors import HostError
-from resync.hosts import Host
-from resync.runbook import SSHSettings
-from resync.ssh import SSHHost
+from resync.model.errors import HostError
+from resync.model.runbook import SSHSettings
+from resync.transport.local import Host
+from resync.transport.ssh import SSHHost
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +130,7 @@ def test_accept_unknown_host_key_accepts_and_warns(
     empty.write_text("")
     hosts.append(SSHHost("db1", sshd_server.settings(known_hosts=str(empty), accept_unknown_host_key=True),
                          "127.0.0.1", ssh_config_path=sshd_server.empty_ssh_config()))
-    with caplog.at_level(logging.WARNING, logger="resync.ssh"):
+    with caplog.at_level(logging.WARNING, logger="resync.transport.ssh"):
         assert hosts[0].run("echo ok").stdout == "ok\n"
     assert "UNKNOWN host key" in caplog.text
     assert empty.read_text() == ""  # never written

@@ -6,9 +6,9 @@ import shlex
 
 import pytest
 
-from resync.actions import Check, Ref, Shell, Sql, q, sql_literal
-from resync.errors import BadInputError, ResyncError
-from resync.secrets import MASK, EnvSecret, Secret, mask
+from resync.actions.types import Check, Ref, Shell, Sql, q, sql_literal
+from resync.model.errors import BadInputError, ResyncError
+from resync.model.secrets import MASK, EnvSecret, Secret, mask
 
 PASSWORD = "s3cr3t-Pa55"
 

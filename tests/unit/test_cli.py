@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from resync.cli import main
+from resync.cli.commands import main
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_PRIMARY = ROOT / "runbooks" / "rebuild-old-primary.yaml"
@@ -39,7 +39,7 @@ def no_connections(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the CLI tried to connect to a server")
 
-    monkeypatch.setattr("resync.plan.detect_facts", refuse)
+    monkeypatch.setattr("resync.plan.build.detect_facts", refuse)
     monkeypatch.chdir(tmp_path)  # a journal written by mistake lands in tmp_path, not the repo
 
 
@@ -146,7 +146,7 @@ def test_console_script_plan_bad_runbook(tmp_path: Path) -> None:
 IMPORT_PROBE = """
 import sys
 sys.argv = ["resync", *sys.argv[1:]]
-from resync.cli import main
+from resync.cli.commands import main
 try:
     main()
 except SystemExit as exc:

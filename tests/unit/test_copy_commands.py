@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from resync.errors import ResyncError
-from resync.steps.copy_commands import (
+from resync.model.errors import ResyncError
+from resync.steps.copy.commands import (
     CONNECTORS,
     LISTENERS,
     CopySpec,

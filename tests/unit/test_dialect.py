@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from resync.dialect import (
+from resync.actions.dialect import (
     DEFAULT_VERSION,
     Dialect,
     ReplicaStatusFields,
@@ -14,7 +14,7 @@ from resync.dialect import (
     Statement,
     dialect_for,
 )
-from resync.secrets import MASK, Secret
+from resync.model.secrets import MASK, Secret
 
 M57 = "mysql-5.7.44"
 M8021 = "mysql-8.0.21"

@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from resync.actions import Action, Check, Ref, Sql
-from resync.context import RunContext
-from resync.engine import Decision, Engine, check_journal_matches
-from resync.errors import (
+from resync.actions.types import Action, Check, Ref, Sql
+from resync.model.errors import (
     Aborted,
     DatabaseError,
     GateRefused,
@@ -25,12 +23,14 @@ from resync.errors import (
     StepFailed,
     WaitTimeout,
 )
-from resync.journal import Journal, JournalLock, StepState, atomic_write
-from resync.mysql import ConnectionSpec
-from resync.runbook import load_runbook
-from resync.secrets import MASK, EnvSecret, Secret
+from resync.model.runbook import load_runbook
+from resync.model.secrets import MASK, EnvSecret, Secret
+from resync.run.engine import Decision, Engine, check_journal_matches
+from resync.run.executor import RunContext
+from resync.run.journal import Journal, JournalLock, StepState, atomic_write
+from resync.run.waiting import FakeClock, wait_until
 from resync.steps.base import Step, StepContext
-from resync.waiting import FakeClock, wait_until
+from resync.transport.mysql import ConnectionSpec
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 Log = list[tuple[str, str]]

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from resync.dialect import ServerVersion
-from resync.errors import ResyncError
-from resync.hosts import CommandResult
-from resync.runbook import load_runbook
+from resync.actions.dialect import ServerVersion
+from resync.model.errors import ResyncError
+from resync.model.runbook import load_runbook
 from resync.steps import preflight
-from resync.steps.copy import DONOR_BYTES
-from resync.steps.copy_commands import CopySpec
+from resync.steps.copy.commands import CopySpec
+from resync.steps.copy.pipeline import DONOR_BYTES
+from resync.transport.local import CommandResult
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "rebuild-old-primary.yaml"
 SPEC = CopySpec(donor="db2", recipient="db1", donor_datadir="/var/lib/mysql",

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from resync.plan import Plan, assumed_facts, build_plan, parse_version_overrides
-from resync.render import render_json, render_markdown, render_text, views
-from resync.runbook import parse_runbook
-from resync.secrets import MASK
+from resync.cli.render import render_json, render_markdown, render_text, views
+from resync.model.runbook import parse_runbook
+from resync.model.secrets import MASK
+from resync.plan.build import Plan, assumed_facts, build_plan, parse_version_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -167,7 +167,7 @@ def test_password_never_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_mysql_copy_excludes_its_identity_and_default_binlogs() -> None:
-    from resync.steps.copy_commands import excludes_for
+    from resync.steps.copy.commands import excludes_for
 
     mysql, mariadb = excludes_for("mysql"), excludes_for("mariadb")
     for pattern in ("./auto.cnf", "./binlog.[0-9]*", "./binlog.index", "./*relay-bin.*"):

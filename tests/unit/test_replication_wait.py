@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from resync.dialect import ServerVersion, dialect_for
-from resync.errors import ResyncError, WaitTimeout
+from resync.actions.dialect import ServerVersion, dialect_for
+from resync.model.errors import ResyncError, WaitTimeout
+from resync.run.waiting import FakeClock
 from resync.steps.replication import WaitReplicaHealthy
-from resync.waiting import FakeClock
 
 MARIADB = dialect_for(ServerVersion.parse("mariadb-10.11.19"))
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from resync.errors import RunbookError
-from resync.runbook import LoadedRunbook, load_runbook, parse_runbook
-from resync.secrets import MASK
+from resync.model.errors import RunbookError
+from resync.model.runbook import LoadedRunbook, load_runbook, parse_runbook
+from resync.model.secrets import MASK
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 OLD_PRIMARY = RUNBOOKS / "rebuild-old-primary.yaml"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from resync.errors import BadInputError
-from resync.runbook import SSHSettings
-from resync.ssh import PGID_MARK, remote_command
-from resync.ssh_config import parse_hop, read_ssh_config, resolve_ssh
+from resync.model.errors import BadInputError
+from resync.model.runbook import SSHSettings
+from resync.transport.ssh import PGID_MARK, remote_command
+from resync.transport.ssh_config import parse_hop, read_ssh_config, resolve_ssh
 
 CONFIG = """\
 Host db1 db1.example.com
@@ -149,5 +149,6 @@ def test_remote_command_reports_its_process_group_then_runs_bash_pipefail() -> N
 
 
 def test_paramiko_is_not_imported_by_the_cli_or_hosts() -> None:
-    code = "import sys, resync.cli, resync.hosts, resync.context; sys.exit('paramiko' in sys.modules)"
+    code = ("import sys, resync.cli.commands, resync.transport.local, resync.run.executor; "
+            "sys.exit('paramiko' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

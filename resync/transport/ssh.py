@@ -20,10 +20,10 @@ from typing import Any, NoReturn
 
 import paramiko
 
-from resync.errors import BadInputError, HostError
-from resync.hosts import TAIL_CHARS, CommandResult
-from resync.runbook import SSHSettings
-from resync.ssh_config import ResolvedSSH, parse_hop, read_ssh_config, resolve_ssh
+from resync.model.errors import BadInputError, HostError
+from resync.model.runbook import SSHSettings
+from resync.transport.local import TAIL_CHARS, CommandResult
+from resync.transport.ssh_config import ResolvedSSH, parse_hop, read_ssh_config, resolve_ssh
 
 log = logging.getLogger(__name__)
 

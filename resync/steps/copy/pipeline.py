@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from resync.actions import Action, Check, Shell, q
-from resync.errors import HostError, ResyncError
-from resync.hosts import Background, CommandResult
+from resync.actions.types import Action, Check, Shell, q
+from resync.model.errors import HostError, ResyncError
+from resync.run.waiting import Clock, wait_until
 from resync.steps.base import Step, StepContext
-from resync.steps.copy_commands import (
+from resync.steps.copy.commands import (
     RECEIVED,
     SENT,
     TAR_READ,
@@ -28,7 +28,7 @@ from resync.steps.copy_commands import (
     stop_leftovers,
 )
 from resync.steps.services import require_stopped
-from resync.waiting import Clock, wait_until
+from resync.transport.local import Background, CommandResult
 
 DONOR_BYTES = "donor.datadir_bytes"
 POLL_SECONDS = 0.5

@@ -16,8 +16,8 @@ from typing import Any
 
 import paramiko
 
-from resync.errors import BadInputError
-from resync.runbook import SSHSettings
+from resync.model.errors import BadInputError
+from resync.model.runbook import SSHSettings
 
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_KEEPALIVE = 15

@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from resync.errors import JournalError
+from resync.model.errors import JournalError
 
 FORMAT = 1
 CapturedValue = str | int | float | None

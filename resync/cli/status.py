@@ -6,10 +6,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from resync.dialect import dialect_for
-from resync.errors import DatabaseError
-from resync.mysql import ConnectionSpec, connect
-from resync.runbook import LoadedRunbook
+from resync.actions.dialect import dialect_for
+from resync.model.errors import DatabaseError
+from resync.model.runbook import LoadedRunbook
+from resync.transport.mysql import ConnectionSpec, connect
 
 
 def host_status(loaded: LoadedRunbook, host: str) -> dict[str, str]:

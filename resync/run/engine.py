@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Protocol
 
-from resync.errors import Aborted, GateRefused, ResyncError, StepFailed
-from resync.journal import Journal, StepState
+from resync.model.errors import Aborted, GateRefused, ResyncError, StepFailed
+from resync.run.journal import Journal, StepState
 from resync.steps.base import Step, StepContext
 
 

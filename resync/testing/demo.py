@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from resync.render import render_text
-from resync.runbook import load_runbook
-from resync.runner import detected_plan, start_run
-from resync.sandbox import REPL_PASSWORD_ENV, REPL_USER, Sandbox
-from resync.waiting import wait_until
+from resync.cli.render import render_text
+from resync.model.runbook import load_runbook
+from resync.run.runner import detected_plan, start_run
+from resync.run.waiting import wait_until
+from resync.testing.sandbox import REPL_PASSWORD_ENV, REPL_USER, Sandbox
 
 ROWS_PER_MB = 5000  # measured: 2.97M rows of shop.orders copied as 592 MB
 COPY_PORT = 17878

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from resync.errors import ResyncError
+from resync.model.errors import ResyncError
 
 SANDBOX_PASSWORD_ENV = "RESYNC_SANDBOX_PASSWORD"
 REPL_PASSWORD_ENV = "RESYNC_SANDBOX_REPL_PASSWORD"

@@ -13,8 +13,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
-from resync.actions import Ref, Shell, q
-from resync.errors import ResyncError
+from resync.actions.types import Ref, Shell, q
+from resync.model.errors import ResyncError
 
 Method = Literal["stream", "ssh"]
 Compress = Literal["none", "zstd", "lz4"]

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from resync.runbook import LoadedRunbook
+    from resync.model.runbook import LoadedRunbook
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_ABORTED = 1, 2, 3, 130
 
@@ -31,7 +31,7 @@ def _guard(fn: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        from resync.errors import ResyncError
+        from resync.model.errors import ResyncError
 
         err = Console(stderr=True, highlight=False)
         try:
@@ -60,11 +60,11 @@ def main() -> None:
 
 def _load(path: str, *, secrets: bool = False) -> LoadedRunbook:
     """The runbook; with `secrets`, every password_env must be set too (before anything runs)."""
-    from resync.runbook import load_runbook
+    from resync.model.runbook import load_runbook
 
     loaded = load_runbook(path)
     if secrets:
-        from resync.runner import require_secrets
+        from resync.run.runner import require_secrets
 
         require_secrets(loaded)
     return loaded
@@ -79,12 +79,12 @@ def _load(path: str, *, secrets: bool = False) -> LoadedRunbook:
 @_guard
 def plan(runbook: str, fmt: str, server_version: str | None, detect: bool) -> None:
     """Print every step, host, SQL statement and command, without connecting anywhere."""
-    from resync.plan import assumed_facts, build_plan, parse_version_overrides
-    from resync.render import render_json, render_markdown, render_text
+    from resync.cli.render import render_json, render_markdown, render_text
+    from resync.plan.build import assumed_facts, build_plan, parse_version_overrides
 
     loaded = _load(runbook)
     if detect:
-        from resync.runner import detected_plan
+        from resync.run.runner import detected_plan
 
         the_plan = detected_plan(loaded, timeout=5.0, estimate=True)
     else:
@@ -105,8 +105,8 @@ def check(runbook: str) -> None:
     """Run the preflight checks alone: a table of pass/fail with the reason."""
     from rich.table import Table
 
-    from resync.errors import GateRefused
-    from resync.runner import detected_plan, scratch_context
+    from resync.model.errors import GateRefused
+    from resync.run.runner import detected_plan, scratch_context
     from resync.steps.preflight import Preflight
 
     loaded = _load(runbook, secrets=True)
@@ -135,7 +135,7 @@ def check(runbook: str) -> None:
 @_guard
 def run(runbook: str, yes: bool, journal_path: str | None) -> None:
     """Run the resync: each step shown with its exact commands, confirmed, journaled."""
-    from resync.runner import start_run
+    from resync.run.runner import start_run
 
     start_run(_load(runbook), _console(), yes=yes,
               journal_path=Path(journal_path) if journal_path else None)
@@ -158,7 +158,7 @@ def _on_journal(yes_help: str) -> Callable[[Callable[..., None]], Any]:
 @_on_journal("unattended: no questions")
 def resume(journal_path: str, runbook: str | None, yes: bool) -> None:
     """Continue a run from its journal: re-observe, then go on from the first step not done."""
-    from resync.runner import continue_run
+    from resync.run.runner import continue_run
 
     continue_run(Path(journal_path), runbook, _console(), yes=yes)
 
@@ -166,7 +166,7 @@ def resume(journal_path: str, runbook: str | None, yes: bool) -> None:
 @_on_journal("unattended: no questions")
 def rollback(journal_path: str, runbook: str | None, yes: bool) -> None:
     """Undo the done steps of a run in reverse order (restores the old datadir)."""
-    from resync.runner import continue_run
+    from resync.run.runner import continue_run
 
     continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True)
 
@@ -174,7 +174,7 @@ def rollback(journal_path: str, runbook: str | None, yes: bool) -> None:
 @_on_journal("no question (the run must still be done and verified)")
 def cleanup(journal_path: str, runbook: str | None, yes: bool) -> None:
     """Delete the recipient's kept old datadir, once the run is done and its data verified."""
-    from resync.runner import cleanup as clean
+    from resync.run.runner import cleanup as clean
 
     clean(Path(journal_path), runbook, _console(), yes=yes)
 
@@ -184,7 +184,7 @@ def cleanup(journal_path: str, runbook: str | None, yes: bool) -> None:
 @_guard
 def status(runbook: str) -> None:
     """Replication threads, lag, last error and coordinates of both hosts."""
-    from resync.status import render_status
+    from resync.cli.status import render_status
 
     loaded = _load(runbook, secrets=True)
     render_status(loaded, _console())
@@ -195,10 +195,10 @@ def status(runbook: str) -> None:
 @_guard
 def verify(runbook: str) -> None:
     """Compare CHECKSUM TABLE of every user table on primary and replica at a synced point."""
-    from resync.errors import ResyncError
-    from resync.runner import detected_plan, scratch_context
+    from resync.cli.ui import checksum_table
+    from resync.model.errors import ResyncError
+    from resync.run.runner import detected_plan, scratch_context
     from resync.steps.verify import compare_data
-    from resync.ui import checksum_table
 
     loaded = _load(runbook, secrets=True)
     the_plan = detected_plan(loaded)
@@ -225,6 +225,6 @@ def verify(runbook: str) -> None:
 @_guard
 def demo(yes: bool, size_mb: int, workdir: str | None) -> None:
     """A local MariaDB pair, broken and resynced before your eyes (needs root)."""
-    from resync.demo import run_demo
+    from resync.testing.demo import run_demo
 
     run_demo(_console(), yes=yes, size_mb=size_mb, workdir=Path(workdir) if workdir else None)

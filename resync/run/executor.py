@@ -6,14 +6,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from resync.actions import Action, Captured, Check, Shell, Sql
-from resync.errors import DatabaseError, HostError, ResyncError
-from resync.hosts import CommandResult, Host, LocalHost
-from resync.journal import CommandRecord, Journal
-from resync.mysql import ConnectionSpec, Session, connect
-from resync.runbook import LoadedRunbook
-from resync.secrets import EnvSecret, Secret, mask
-from resync.waiting import Clock, SystemClock
+from resync.actions.types import Action, Captured, Check, Shell, Sql
+from resync.model.errors import DatabaseError, HostError, ResyncError
+from resync.model.runbook import LoadedRunbook
+from resync.model.secrets import EnvSecret, Secret, mask
+from resync.run.journal import CommandRecord, Journal
+from resync.run.waiting import Clock, SystemClock
+from resync.transport.local import CommandResult, Host, LocalHost
+from resync.transport.mysql import ConnectionSpec, Session, connect
 
 ProgressFn = Callable[[int, "int | None", str], None]
 
@@ -26,8 +26,8 @@ def make_host(loaded: LoadedRunbook, name: str) -> Host:
     settings = loaded.model.hosts[name]
     if settings.local:
         return LocalHost(name)
-    from resync.runbook import SSHSettings
-    from resync.ssh import SSHHost  # paramiko only when a host is remote
+    from resync.model.runbook import SSHSettings
+    from resync.transport.ssh import SSHHost  # paramiko only when a host is remote
 
     return SSHHost(name, settings.ssh or SSHSettings(), settings.address)
 

@@ -7,13 +7,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from resync.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
-from resync.errors import BadInputError, DatabaseError, ServerUnreachable
-from resync.estimate import Estimate
-from resync.runbook import LoadedRunbook
+from resync.actions.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
+from resync.model.errors import BadInputError, DatabaseError, ServerUnreachable
+from resync.model.runbook import LoadedRunbook
+from resync.plan.estimate import Estimate
 from resync.steps.base import Step
-from resync.steps.copy import CopyDatadir
-from resync.steps.copy_commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
+from resync.steps.copy.commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
+from resync.steps.copy.pipeline import CopyDatadir
 from resync.steps.datadir import OLD_DATADIR, MoveDatadirAside, old_datadir_path
 from resync.steps.locking import ReadLockAndCapture, Unlock
 from resync.steps.preflight import Preflight
@@ -27,8 +27,8 @@ from resync.steps.services import StartService, StopService
 from resync.steps.verify import VerifyData
 
 if TYPE_CHECKING:
-    from resync.hosts import Host
-    from resync.mysql import ConnectionSpec, Session
+    from resync.transport.local import Host
+    from resync.transport.mysql import ConnectionSpec, Session
 
 Mode = Literal["gtid", "file_pos"]
 ASSUMED_TOOLS = frozenset({"nc-openbsd", "bash-tcp", "ssh", "zstd", "lz4", "pv"})
@@ -97,7 +97,7 @@ def journaled_facts(loaded: LoadedRunbook, captured: Mapping[str, object]) -> Pl
 def detect_tools(loaded: LoadedRunbook, host_factory: Callable[[LoadedRunbook, str], Host]) -> dict[
         str, frozenset[str]]:
     """Which copy tools each host has (nc flavour, socat, zstd, lz4, ssh)."""
-    from resync.steps.copy_commands import TOOL_PROBE
+    from resync.steps.copy.commands import TOOL_PROBE
 
     rb = loaded.model
     found: dict[str, frozenset[str]] = {}
@@ -171,7 +171,7 @@ def detect_facts(loaded: LoadedRunbook,
     when its host proves it: nothing holds its datadir open. Its version then comes from its
     server binary. Without a host_factory, an unreachable server is an error.
     """
-    from resync.mysql import ConnectionSpec, connect
+    from resync.transport.mysql import ConnectionSpec, connect
 
     connector = connector or connect
     rb = loaded.model

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Protocol
 
-from resync.errors import HostError
+from resync.model.errors import HostError
 
 TAIL_CHARS = 2000
 

@@ -10,8 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from resync.actions import Action, Check, Sql
-from resync.plan import Plan
+from resync.actions.types import Action, Check, Sql
+from resync.plan.build import Plan
 from resync.steps.base import Step
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from resync.dialect import ServerVersion
-from resync.errors import DatabaseError, ServerUnreachable
-from resync.runbook import HostSettings, LoadedRunbook
-from resync.secrets import Secret, mask
+from resync.actions.dialect import ServerVersion
+from resync.model.errors import DatabaseError, ServerUnreachable
+from resync.model.runbook import HostSettings, LoadedRunbook
+from resync.model.secrets import Secret, mask
 
 # MySQL error codes that deserve a plain-words explanation
 _ACCESS_DENIED = 1045

@@ -11,8 +11,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from resync.errors import ResyncError
-from resync.secrets import MASK, EnvSecret, Secret
+from resync.model.errors import ResyncError
+from resync.model.secrets import MASK, EnvSecret, Secret
 
 Captured = Mapping[str, "str | int | float | None"]
 

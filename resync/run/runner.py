@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from resync.errors import (
+from resync.model.errors import (
     Aborted,
     DatabaseError,
     GateRefused,
@@ -16,13 +16,13 @@ from resync.errors import (
     PreflightFailed,
     StepFailed,
 )
-from resync.estimate import Estimate
-from resync.journal import Journal, JournalLock
-from resync.plan import Plan, build_plan, detect_facts, detect_tools, journaled_facts
-from resync.runbook import LoadedRunbook, load_runbook
+from resync.model.runbook import LoadedRunbook, load_runbook
+from resync.plan.build import Plan, build_plan, detect_facts, detect_tools, journaled_facts
+from resync.plan.estimate import Estimate
+from resync.run.journal import Journal, JournalLock
 
 if TYPE_CHECKING:
-    from resync.context import RunContext
+    from resync.run.executor import RunContext
 
 
 def require_secrets(loaded: LoadedRunbook) -> None:
@@ -43,7 +43,7 @@ def detected_plan(loaded: LoadedRunbook, timeout: float | None = None,
     """
     from dataclasses import replace
 
-    from resync.context import make_host
+    from resync.run.executor import make_host
 
     try:
         facts = detect_facts(loaded, timeout=timeout, host_factory=make_host)
@@ -81,10 +81,10 @@ def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None) ->
 
 def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Console, *, yes: bool,
             rollback: bool = False) -> None:
-    from resync.context import RunContext
-    from resync.engine import Engine
-    from resync.render import render_header
-    from resync.ui import TerminalUI, summary
+    from resync.cli.render import render_header
+    from resync.cli.ui import TerminalUI, summary
+    from resync.run.engine import Engine
+    from resync.run.executor import RunContext
 
     ui = TerminalUI(console, interactive=not yes, undo=rollback)
     ui.number_steps(list(plan.steps))
@@ -149,7 +149,7 @@ def continue_run(journal_path: Path, runbook: str | None, console: Console, *, y
 
 
 def from_journal(journal_path: Path, runbook: str | None) -> tuple[LoadedRunbook, Plan, Journal]:
-    from resync.engine import check_journal_matches
+    from resync.run.engine import check_journal_matches
 
     journal = Journal.load(journal_path)
     loaded = load_runbook(runbook or journal.data.runbook_path)
@@ -168,8 +168,8 @@ class _MemoryJournal(Journal):
 
 def scratch_context(loaded: LoadedRunbook) -> RunContext:
     """A context for read-only commands (check, verify, status)."""
-    from resync.context import RunContext
-    from resync.journal import JournalData
+    from resync.run.executor import RunContext
+    from resync.run.journal import JournalData
 
     data = JournalData(run_id="scratch", runbook_path=str(loaded.path),
                        runbook_sha256=loaded.sha256, created_at=time.time(), steps=[])
@@ -180,9 +180,9 @@ def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: b
     """Delete the recipient's kept old datadir, only after a finished, verified run."""
     from rich.prompt import Confirm
 
-    from resync.actions import Ref, Shell
-    from resync.context import RunContext
-    from resync.journal import StepState
+    from resync.actions.types import Ref, Shell
+    from resync.run.executor import RunContext
+    from resync.run.journal import StepState
     from resync.steps.datadir import OLD_DATADIR
 
     with JournalLock(journal_path):

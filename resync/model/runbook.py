@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from resync.errors import RunbookError
-from resync.secrets import Secret, secret_from_env
+from resync.model.errors import RunbookError
+from resync.model.secrets import Secret, secret_from_env
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 

@@ -19,9 +19,9 @@ from rich.prompt import Prompt
 from rich.table import Table
 from rich.text import Text
 
-from resync.engine import Decision
-from resync.journal import Journal, StepState
-from resync.render import step_panel, step_view
+from resync.cli.render import step_panel, step_view
+from resync.run.engine import Decision
+from resync.run.journal import Journal, StepState
 from resync.steps.base import Step
 
 _STATE_STYLE = {StepState.DONE: "green", StepState.FAILED: "bold red",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from resync.errors import WaitTimeout
+from resync.model.errors import WaitTimeout
 
 T = TypeVar("T")
 

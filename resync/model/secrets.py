@@ -47,7 +47,7 @@ class EnvSecret:
     def resolve(self) -> Secret:
         value = secret_from_env(self.env)
         if value is None:
-            from resync.errors import BadInputError
+            from resync.model.errors import BadInputError
 
             raise BadInputError(f"environment variable {self.env} is not set")
         return value
