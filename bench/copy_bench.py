@@ -77,15 +77,15 @@ def raw_copy(src: Path, dst: Path, ssh: list[str] | None = None) -> float:
 
 
 def resync_copy(sandbox: Sandbox, work: Path, copy: dict[str, object]) -> tuple[float, int]:
-    """The real copy step (CopyDatadir), run through a RunContext as `resync run` runs it."""
+    """The real copy step (CopyDatadir), run by the executor as `resync run` runs it."""
     import yaml
 
+    from resync.model.keys import COPY_BYTES, OLD_DATADIR
     from resync.model.runbook import load_runbook
     from resync.plan.build import assumed_facts, build_plan
-    from resync.run.executor import RunContext
     from resync.run.journal import Journal
+    from resync.run.runner import executor_for
     from resync.steps.copy.pipeline import CopyDatadir
-    from resync.steps.datadir import OLD_DATADIR
 
     hosts = sandbox.runbook_hosts()
     doc = {"version": 1, "name": "bench", "hosts": hosts, "donor": "donor",
@@ -102,14 +102,15 @@ def resync_copy(sandbox: Sandbox, work: Path, copy: dict[str, object]) -> tuple[
                              runbook_sha256=loaded.sha256, steps=[(step.key, step.title)])
     for key, value in plan.initial_values("bench").items():  # as `resync run` does
         journal.capture(key, value)
-    Path(str(journal.data.captured[OLD_DATADIR])).mkdir(exist_ok=True)  # "the kept old datadir"
-    ctx = RunContext(loaded, journal)
+    Path(str(journal.data.captured[str(OLD_DATADIR)])).mkdir(exist_ok=True)  # "the kept old one"
+    exe = executor_for(loaded, journal)
     empty(sandbox["recipient"].datadir)
     start = time.perf_counter()
-    step.run(ctx)
+    exe.begin(step.key)
+    exe.run(step.plan())
     elapsed = time.perf_counter() - start
-    ctx.close()
-    nbytes = int(str(journal.data.captured["copy.bytes"]))
+    exe.close()
+    nbytes = int(str(journal.data.captured[str(COPY_BYTES)]))
     journal_path.unlink()
     return elapsed, nbytes
 

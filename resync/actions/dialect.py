@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 Flavor = Literal["mysql", "mariadb"]
 
@@ -88,7 +88,7 @@ class Statement:
     """One SQL statement with `%s` placeholders and the values that fill them."""
 
     sql: str
-    params: tuple[object, ...] = ()
+    params: tuple[Any, ...] = ()  # values, Refs, secrets: whatever the executor binds
 
     def preview(self) -> str:
         """Values quoted in via str(), so a `Secret` shows masked. For plans/logs; never run it."""
@@ -177,9 +177,9 @@ _MYSQL_5_7 = _Syntax(
     pos_wait_function="MASTER_POS_WAIT",
     # WAIT_FOR_EXECUTED_GTID_SET returns 0 = reached, 1 = timeout; negate it so that, as with
     # MASTER_GTID_WAIT and MASTER_POS_WAIT, -1 means timeout (and the call runs only once).
-    gtid_wait_sql="SELECT -WAIT_FOR_EXECUTED_GTID_SET(%s, %s)",
-    gtid_position_sql="SELECT @@GLOBAL.gtid_executed",
-    gtid_enabled_sql="SELECT @@GLOBAL.gtid_mode",
+    gtid_wait_sql="SELECT -WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS reached",
+    gtid_position_sql="SELECT @@GLOBAL.gtid_executed AS gtid",
+    gtid_enabled_sql="SELECT @@GLOBAL.gtid_mode AS gtid_mode",
     seed_gtid_sql="SET GLOBAL gtid_purged = %s",
     seed_resets_binlogs=True,
     seed_primary_sql="SET GLOBAL gtid_purged = %s",
@@ -209,8 +209,8 @@ _MARIADB_10_0 = _Syntax(
     binlog_status="SHOW MASTER STATUS",
     reset_binlogs="RESET MASTER",
     pos_wait_function="MASTER_POS_WAIT",
-    gtid_wait_sql="SELECT MASTER_GTID_WAIT(%s, %s)",
-    gtid_position_sql="SELECT @@GLOBAL.gtid_binlog_pos",
+    gtid_wait_sql="SELECT MASTER_GTID_WAIT(%s, %s) AS reached",
+    gtid_position_sql="SELECT @@GLOBAL.gtid_binlog_pos AS gtid",
     gtid_enabled_sql=None,
     seed_gtid_sql="SET GLOBAL gtid_slave_pos = %s",
     seed_resets_binlogs=False,
@@ -355,13 +355,13 @@ class Dialect:
         (MariaDB gtid_strict_mode) and the replica has no GTIDs the primary lacks (MySQL)."""
         return Statement(self.syntax.seed_primary_sql, (gtid_set,))
 
-    def wait_for_file_pos(self, log_file: str, log_pos: int, timeout: int) -> Statement:
+    def wait_for_file_pos(self, log_file: object, log_pos: object, timeout: int) -> Statement:
         """One row: events waited for (>= 0), -1 on timeout, NULL if not replicating."""
-        sql = f"SELECT {self.syntax.pos_wait_function}(%s, %s, %s)"
-        pos = _checked_int("log_pos", log_pos, minimum=0)
+        sql = f"SELECT {self.syntax.pos_wait_function}(%s, %s, %s) AS reached"
+        pos = _int_or_placeholder("log_pos", log_pos, minimum=0)
         return Statement(sql, (log_file, pos, _checked_int("timeout", timeout)))
 
-    def wait_for_gtid(self, gtid_set: str, timeout: int) -> Statement:
+    def wait_for_gtid(self, gtid_set: object, timeout: int) -> Statement:
         """One row: 0 once the GTID set is applied here, -1 on timeout (both flavors)."""
         return Statement(self.syntax.gtid_wait_sql, (gtid_set, _checked_int("timeout", timeout)))
 

@@ -76,8 +76,10 @@ def _load(path: str, *, secrets: bool = False) -> LoadedRunbook:
 @click.option("--server-version", "server_version", metavar="ROLE=VERSION,...",
               help="render SQL for these versions, e.g. donor=mariadb-10.11,recipient=mysql-8.4")
 @click.option("--detect", is_flag=True, help="connect (5 s timeout) to read the real versions")
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help="also write the plan (JSON, with its hash) here, for `run --plan`")
 @_guard
-def plan(runbook: str, fmt: str, server_version: str | None, detect: bool) -> None:
+def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: str | None) -> None:
     """Print every step, host, SQL statement and command, without connecting anywhere."""
     from resync.cli.render import render_json, render_markdown, render_text
     from resync.plan.build import assumed_facts, build_plan, parse_version_overrides
@@ -90,6 +92,10 @@ def plan(runbook: str, fmt: str, server_version: str | None, detect: bool) -> No
     else:
         versions = parse_version_overrides(server_version, loaded)
         the_plan = build_plan(loaded, assumed_facts(loaded, versions))
+    if out:
+        from resync.run.journal import atomic_write
+
+        atomic_write(Path(out), render_json(the_plan))
     if fmt == "json":
         click.echo(render_json(the_plan), nl=False)
     elif fmt == "markdown":
@@ -105,17 +111,23 @@ def check(runbook: str) -> None:
     """Run the preflight checks alone: a table of pass/fail with the reason."""
     from rich.table import Table
 
-    from resync.model.errors import GateRefused
-    from resync.run.runner import detected_plan, scratch_context
-    from resync.steps.preflight import Preflight
+    from resync.model.errors import GateRefused, PreflightFailed
+    from resync.model.keys import StepKind
+    from resync.run.runner import detected_plan, scratch_executor
+    from resync.steps.preflight import results_of
 
     loaded = _load(runbook, secrets=True)
-    preflight = next(s for s in detected_plan(loaded).steps if isinstance(s, Preflight))
-    ctx = scratch_context(loaded)
+    preflight = detected_plan(loaded).step(StepKind.PREFLIGHT)
+    assert preflight is not None
+    exe = scratch_executor(loaded)
     try:
-        results = preflight.results(ctx)
+        exe.begin(preflight.key)
+        exe.run(preflight.plan())
+    except PreflightFailed:
+        pass  # the table below shows every result
     finally:
-        ctx.close()
+        exe.close()
+    results = results_of(exe.captured)
     table = Table(title=f"preflight: {loaded.model.name}")
     for col in ("check", "result", "detail"):
         table.add_column(col)
@@ -132,13 +144,16 @@ def check(runbook: str) -> None:
 @click.option("--yes", is_flag=True, help="unattended: no questions")
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False),
               help="journal file (default: resync-journal/<name>-<run id>.json)")
+@click.option("--plan", "reviewed", type=click.Path(exists=True, dir_okay=False),
+              help="the reviewed plan (plan --detect --out): refuse (exit 3) if this run's differs")
 @_guard
-def run(runbook: str, yes: bool, journal_path: str | None) -> None:
+def run(runbook: str, yes: bool, journal_path: str | None, reviewed: str | None) -> None:
     """Run the resync: each step shown with its exact commands, confirmed, journaled."""
     from resync.run.runner import start_run
 
     start_run(_load(runbook), _console(), yes=yes,
-              journal_path=Path(journal_path) if journal_path else None)
+              journal_path=Path(journal_path) if journal_path else None,
+              reviewed=Path(reviewed) if reviewed else None)
 
 
 def _on_journal(yes_help: str) -> Callable[[Callable[..., None]], Any]:
@@ -197,24 +212,29 @@ def verify(runbook: str) -> None:
     """Compare CHECKSUM TABLE of every user table on primary and replica at a synced point."""
     from resync.cli.ui import checksum_table
     from resync.model.errors import ResyncError
-    from resync.run.runner import detected_plan, scratch_context
-    from resync.steps.verify import compare_data
+    from resync.run.runner import detected_plan, scratch_executor
+    from resync.steps.verify import checksum_rows, compare_actions
 
     loaded = _load(runbook, secrets=True)
     the_plan = detected_plan(loaded)
     rb = loaded.model
-    ctx = scratch_context(loaded)
+    exe = scratch_executor(loaded)
+    failure: ResyncError | None = None
     try:
-        results = compare_data(ctx, rb.primary_after, rb.replica_after,
-                               the_plan.dialect(rb.primary_after), the_plan.mode,
-                               rb.locks.lock_wait_timeout)
+        exe.begin("verify")
+        exe.run(compare_actions(rb.primary_after, rb.replica_after,
+                                the_plan.dialect(rb.primary_after),
+                                the_plan.dialect(rb.replica_after), the_plan.mode,
+                                rb.locks.lock_wait_timeout))
+    except ResyncError as exc:
+        failure = exc
     finally:
-        ctx.close()
-    _console().print(checksum_table(f"{rb.primary_after} vs {rb.replica_after}",
-                                    [(r.table, r.primary, r.replica) for r in results]))
-    bad = [r.table for r in results if not r.ok]
-    if bad:
-        raise ResyncError(f"checksums differ for: {', '.join(bad)}")
+        exe.close()
+    rows = checksum_rows(exe.captured)
+    if rows:
+        _console().print(checksum_table(f"{rb.primary_after} vs {rb.replica_after}", rows))
+    if failure is not None:
+        raise failure
 
 
 @main.command()

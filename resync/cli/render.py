@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from resync.actions.types import Action, Check, Sql
+from resync.actions.types import ActionView
 from resync.plan.build import Plan
-from resync.steps.base import Step
+from resync.plan.document import StepView, plan_document, step_views
 
 
-@dataclass(frozen=True)
-class ActionView:
-    host: str
-    kind: str  # sql | shell | check
-    text: str
-
-
-@dataclass(frozen=True)
-class StepView:
-    number: int
-    key: str
-    title: str
-    hosts: list[str]
-    destructive: bool
-    why: str
-    actions: list[ActionView]
-    undo: list[ActionView]
-
-
-def _view(action: Action) -> ActionView:
-    kind = "sql" if isinstance(action, Sql) else "check" if isinstance(action, Check) else "shell"
-    return ActionView(action.host, kind, action.render())
-
-
-def step_view(number: int, step: Step) -> StepView:
-    return StepView(number, step.key, step.title, list(step.hosts), step.destructive, step.why,
-                    [_view(a) for a in step.plan()], [_view(a) for a in step.undo_plan()])
-
-
-def views(plan: Plan) -> list[StepView]:
-    return [step_view(i, s) for i, s in enumerate(plan.steps, 1)]
-
-
-def header(plan: Plan) -> list[tuple[str, str]]:
+def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
     rb = plan.loaded.model
     versions = ", ".join(f"{h}={v.flavor}-{v.major}.{v.minor}"
                          if plan.facts.source != "detected" and v.patch == 0 else f"{h}={v}"
@@ -73,6 +39,7 @@ def header(plan: Plan) -> list[tuple[str, str]]:
         ("values in <...>", "captured while the run goes (coordinates, run id)"),
         ("estimate", plan.facts.estimate.describe() if plan.facts.estimate else
          "with --detect: datadir size and a bandwidth probe (`resync check` measures it too)"),
+        ("plan sha256", plan_sha256 or plan_document(plan)["plan_sha256"]),
     ]
 
 
@@ -88,9 +55,9 @@ def _copy_line(plan: Plan) -> str:
     return line
 
 
-def render_header(plan: Plan, console: Console) -> None:
+def render_header(plan: Plan, console: Console, plan_sha256: str | None = None) -> None:
     meta = Table.grid(padding=(0, 2))
-    for name, value in header(plan):
+    for name, value in header(plan, plan_sha256):
         meta.add_row(Text(name, style="bold"), Text(value))
     console.print(meta)
 
@@ -98,12 +65,15 @@ def render_header(plan: Plan, console: Console) -> None:
 def step_panel(v: StepView, *, undo: bool = False) -> Panel:
     """One step as `plan` prints it and as `run` shows it before asking: the same panel."""
     lines = [Text(v.why, style="dim")] if v.why and not undo else []
-    lines += [_action_text(a) for a in (v.undo if undo else v.actions)] or [Text("-")]
+    lines += [*_action_lines(v.undo if undo else v.actions)] or [Text("-")]
     if not undo:
-        lines.append(Text("undo: ", style="bold").append(
-            "; ".join(f"[{a.host}] {a.text}" for a in v.undo) if v.undo else
-            "none" + (" — DESTRUCTIVE" if v.destructive else ""),
-            style="magenta" if v.undo else ("bold red" if v.destructive else "dim")))
+        if v.undo:
+            lines.append(Text("undo:", style="bold magenta"))
+            lines += _action_lines(v.undo, indent=1)
+        else:
+            lines.append(Text("undo: ", style="bold").append(
+                v.no_undo or ("none" + (" — DESTRUCTIVE" if v.destructive else "")),
+                style="bold red" if v.destructive else "dim"))
     flag = " — DESTRUCTIVE" if v.destructive and not undo else ""
     title = f"{v.number}. {'UNDO ' if undo else ''}{v.title}{flag}"
     return Panel(Text("\n").join(lines), title=title, title_align="left",
@@ -112,14 +82,36 @@ def step_panel(v: StepView, *, undo: bool = False) -> Panel:
 
 def render_text(plan: Plan, console: Console) -> None:
     render_header(plan, console)
-    for v in views(plan):
+    for v in step_views(plan):
         console.print(step_panel(v))
 
 
-def _action_text(a: ActionView) -> Text:
-    style = {"sql": "cyan", "shell": "green", "check": "italic dim"}[a.kind]
-    prefix = {"sql": "sql> ", "shell": "$ ", "check": "? "}[a.kind]
-    return Text(f"[{a.host}] {prefix}{a.text}", style=style)
+_STYLE = {"sql": "cyan", "capture": "cyan", "shell": "green", "poll": "italic", "probe": "italic",
+          "release": "cyan", "assert": "yellow", "when": "yellow", "check": "italic dim",
+          "login": "cyan", "hold": "bold cyan", "composite": "bold green"}
+_PREFIX = {"sql": "sql> ", "capture": "sql> ", "release": "sql> ", "shell": "$ ", "poll": "",
+           "probe": "", "assert": "", "when": "", "check": "? ", "login": "", "hold": "",
+           "composite": ""}
+
+
+def action_line(a: ActionView) -> str:
+    """One action as a line of text: [host] sql> ... -> captured names."""
+    into = f"  → {', '.join(a.into)}" if a.into else ""
+    session = f" (session {a.session})" if a.session and a.kind != "hold" else ""
+    return f"[{a.host}] {_PREFIX.get(a.kind, '')}{a.text}{session}{into}"
+
+
+def _action_lines(actions: list[ActionView], indent: int = 0) -> list[Text]:
+    out: list[Text] = []
+    pad = "    " * indent
+    for a in actions:
+        out.append(Text(pad + action_line(a), style=_STYLE.get(a.kind, "")))
+        out += _action_lines(a.children, indent + 1)
+        if a.kind == "when" and (a.otherwise or a.note):
+            out.append(Text(pad + "  otherwise:" + (f" {a.note}" if a.note and not a.otherwise
+                                                     else ""), style="yellow"))
+            out += _action_lines(a.otherwise, indent + 1)
+    return out
 
 
 def render_markdown(plan: Plan) -> str:
@@ -127,7 +119,7 @@ def render_markdown(plan: Plan) -> str:
     out = [f"# resync plan: {rb.name}", ""]
     out += [f"- **{k}**: {v}" for k, v in header(plan)]
     out.append("")
-    for v in views(plan):
+    for v in step_views(plan):
         flag = " — **DESTRUCTIVE**" if v.destructive else ""
         out += [f"## {v.number}. {v.title}{flag}", ""]
         if v.why:
@@ -135,31 +127,32 @@ def render_markdown(plan: Plan) -> str:
         out += _md_actions(v.actions)
         if v.undo:
             out += ["Undo:", "", *_md_actions(v.undo)]
-        elif v.destructive:
-            out += ["Undo: none", ""]
+        elif v.no_undo or v.destructive:
+            out += [f"Undo: {v.no_undo or 'none'}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
-def _md_actions(actions: list[ActionView]) -> list[str]:
+def _md_actions(actions: list[ActionView], depth: int = 0) -> list[str]:
     out: list[str] = []
+    pad = "  " * depth
     for a in actions:
-        if a.kind == "check":
-            out.append(f"- check on `{a.host}`: {a.text}")
-        else:
-            lang = "sql" if a.kind == "sql" else "sh"
-            out += [f"- on `{a.host}`:", "", f"  ```{lang}", f"  {a.text}", "  ```"]
-    return [*out, ""]
+        if a.kind in ("sql", "capture", "release", "shell"):
+            lang = "sh" if a.kind == "shell" else "sql"
+            into = f" → {', '.join(a.into)}" if a.into else ""
+            session = f" (session `{a.session}`)" if a.session else ""
+            out += [f"{pad}- on `{a.host}`{session}{into}:", "", f"{pad}  ```{lang}",
+                    f"{pad}  {a.text}", f"{pad}  ```"]
+        elif a.kind in ("hold", "composite"):
+            out.append(f"{pad}- on `{a.host}`: {a.text}:")
+        else:  # the text says what it is: poll, check, assert, when, probe, log in
+            out.append(f"{pad}- on `{a.host}`: {a.text}")
+        out += _md_actions(a.children, depth + 1)
+        if a.kind == "when" and (a.otherwise or a.note):
+            out.append(f"{pad}  - otherwise: {a.note}" if a.note and not a.otherwise
+                       else f"{pad}  - otherwise:")
+            out += _md_actions(a.otherwise, depth + 2)
+    return out if depth else [*out, ""]
 
 
 def render_json(plan: Plan) -> str:
-    rb = plan.loaded.model
-    doc = {
-        "runbook": {"name": rb.name, "path": str(plan.loaded.path),
-                    "sha256": plan.loaded.sha256},
-        "donor": rb.donor, "recipient": rb.recipient, "primary_after": rb.primary_after,
-        "replication_mode": plan.mode,
-        "versions": {h: str(v) for h, v in plan.facts.versions.items()},
-        "versions_source": plan.facts.source,
-        "steps": [asdict(v) for v in views(plan)],
-    }
-    return json.dumps(doc, indent=2) + "\n"
+    return json.dumps(plan_document(plan), indent=2) + "\n"

@@ -6,45 +6,65 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from resync.actions.dialect import dialect_for
+from resync.actions.dialect import ServerVersion, dialect_for
+from resync.actions.types import Capture
 from resync.model.errors import DatabaseError
+from resync.model.keys import Key
 from resync.model.runbook import LoadedRunbook
-from resync.transport.mysql import ConnectionSpec, connect
+from resync.plan.detect import VERSION_SQL
+from resync.run.executor import Executor
+from resync.run.runner import scratch_executor
 
 
-def host_status(loaded: LoadedRunbook, host: str) -> dict[str, str]:
+def _k(host: str, name: str) -> Key:
+    return Key(f"status.{host}.{name}")
+
+
+def host_status(exe: Executor, host: str) -> dict[str, str]:
+    exe.begin(f"status:{host}")
     try:
-        session = connect(ConnectionSpec.from_runbook(loaded, host))
+        exe.run_one(Capture(host, VERSION_SQL, columns=(("version", _k(host, "version")),
+                                                        ("comment", _k(host, "comment")))), "0")
     except DatabaseError as exc:
         return {"server": f"unreachable: {exc}"}
-    try:
-        version = session.version()
-        d = dialect_for(version)
-        out = {"server": str(version)}
-        binlog = session.one(d.binlog_status().sql)
-        out["binlog"] = f"{binlog['File']}:{binlog['Position']}" if binlog else "log_bin off"
-        out["gtid"] = str(session.scalar(d.gtid_position().sql) or "")
-        replica = session.one(d.replica_status().sql)
-        if replica is None:
-            out["replication"] = "not a replica"
-            return out
-        f = d.status_fields
-        out["replication"] = (f"from {replica.get(f.source_host)}: IO {replica.get(f.io_running)}, "
-                              f"SQL {replica.get(f.sql_running)}, "
-                              f"lag {replica.get(f.seconds_behind)}")
-        out["executed"] = (f"{replica.get(f.source_log_file)}:"
-                           f"{replica.get(f.exec_source_log_pos)}")
-        errors = [str(e) for e in (replica.get(f.last_io_error), replica.get(f.last_sql_error)) if e]
-        out["last error"] = "; ".join(errors) or "-"
+    c = exe.captured
+    version = ServerVersion.from_server(str(c[str(_k(host, "version"))]),
+                                        str(c[str(_k(host, "comment"))]))
+    d = dialect_for(version)
+    f = d.status_fields
+    fields = (f.source_host, f.io_running, f.sql_running, f.seconds_behind, f.source_log_file,
+              f.exec_source_log_pos, f.last_io_error, f.last_sql_error)
+    exe.run([Capture(host, d.binlog_status().sql, columns=(("File", _k(host, "file")),
+                                                          ("Position", _k(host, "pos")))),
+             Capture(host, d.gtid_position().sql, columns=(("gtid", _k(host, "gtid")),)),
+             Capture(host, d.replica_status().sql,
+                     columns=tuple((name, _k(host, name)) for name in fields))], prefix="1.")
+
+    def get(name: str) -> object:
+        return c.get(str(_k(host, name)))
+
+    out = {"server": str(version),
+           "binlog": f"{get('file')}:{get('pos')}" if get("file") is not None else "log_bin off",
+           "gtid": str(get("gtid") or "")}
+    if get(f.source_host) is None:
+        out["replication"] = "not a replica"
         return out
-    finally:
-        session.close()
+    out["replication"] = (f"from {get(f.source_host)}: IO {get(f.io_running)}, "
+                          f"SQL {get(f.sql_running)}, lag {get(f.seconds_behind)}")
+    out["executed"] = f"{get(f.source_log_file)}:{get(f.exec_source_log_pos)}"
+    errors = [str(e) for e in (get(f.last_io_error), get(f.last_sql_error)) if e]
+    out["last error"] = "; ".join(errors) or "-"
+    return out
 
 
 def render_status(loaded: LoadedRunbook, console: Console) -> None:
     rb = loaded.model
     hosts = [rb.donor, rb.recipient]
-    rows = {h: host_status(loaded, h) for h in hosts}
+    exe = scratch_executor(loaded)
+    try:
+        rows = {h: host_status(exe, h) for h in hosts}
+    finally:
+        exe.close()
     table = Table(title=f"{rb.name}: primary afterwards {rb.primary_after}")
     table.add_column("")
     for h in hosts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,10 +18,12 @@ from rich.prompt import Prompt
 from rich.table import Table
 from rich.text import Text
 
-from resync.cli.render import step_panel, step_view
+from resync.cli.render import step_panel
+from resync.plan.document import step_view
 from resync.run.engine import Decision
 from resync.run.journal import Journal, StepState
 from resync.steps.base import Step
+from resync.steps.verify import checksum_rows
 
 _STATE_STYLE = {StepState.DONE: "green", StepState.FAILED: "bold red",
                 StepState.SKIPPED: "yellow", StepState.UNDONE: "magenta"}
@@ -90,9 +91,9 @@ def checksum_table(title: str, rows: Iterable[Sequence[Any]]) -> Table:
 
 def summary(console: Console, journal: Journal) -> None:
     captured = journal.data.captured
-    report = captured.get("verify.report")
-    if isinstance(report, str):
-        console.print(checksum_table("verification (CHECKSUM TABLE)", json.loads(report)))
+    rows = checksum_rows(captured)
+    if rows:
+        console.print(checksum_table("verification (CHECKSUM TABLE)", rows))
     figures = Table.grid(padding=(0, 2))
     for key in ("copy.bytes", "copy.seconds", "copy.bytes_per_second", "source.file",
                 "source.pos", "source.gtid", "recipient.old_datadir", "estimate.copy_seconds",

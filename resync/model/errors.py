@@ -53,7 +53,19 @@ class HostError(ResyncError):
 
 
 class DatabaseError(ResyncError):
-    """A MySQL/MariaDB connection or statement failed."""
+    """A MySQL/MariaDB connection or statement failed; `code` is the server's or client's error
+    number (pymysql.constants.ER / CR), when there is one."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def lost_connection(self) -> bool:
+        from pymysql.constants import CR
+
+        return self.code in (CR.CR_SERVER_GONE_ERROR, CR.CR_SERVER_LOST,
+                             CR.CR_CONN_HOST_ERROR, CR.CR_CONNECTION_ERROR)
 
 
 class ServerUnreachable(DatabaseError):

@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from resync.model.errors import RunbookError
 from resync.model.secrets import Secret, secret_from_env
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # RFC 1123: 1-63 chars, no edge '-'
+
+
+def _hostname_or_ip(value: str) -> str:
+    """An IPv4/IPv6 address or an RFC 1123 hostname. Addresses end up in shell commands (nc, socat,
+    ssh targets) and SQL (CHANGE MASTER TO), so anything else (spaces, `;`, `$(...)`) is refused here
+    rather than quoted everywhere."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    name = value.removesuffix(".")  # a fully qualified name may end with the root's dot
+    labels = name.split(".")
+    # an all-digit last label is a mistyped IP address (10.0.0.256), never a real top-level domain
+    if 1 <= len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels) \
+            and not labels[-1].isdigit():
+        return value
+    raise ValueError(f"{value!r} is neither an IP address nor a hostname (letters, digits and '-' in "
+                     "dot-separated labels of at most 63 characters, 253 in all)")
+
+
+HostAddress = Annotated[str, AfterValidator(_hostname_or_ip)]
 
 
 class _Strict(BaseModel):
@@ -48,7 +74,7 @@ class TLSSettings(_Strict):
 
 
 class MySQLSettings(_Strict):
-    host: str | None = None  # defaults to the host's address
+    host: HostAddress | None = None  # defaults to the host's address
     port: int = Field(default=3306, ge=1, le=65535)
     user: str = "root"
     password_env: str | None = None
@@ -65,7 +91,7 @@ class ServiceSettings(_Strict):
 
 
 class HostSettings(_Strict):
-    address: str
+    address: HostAddress
     local: bool = False
     ssh: SSHSettings | None = None
     mysql: MySQLSettings = MySQLSettings()

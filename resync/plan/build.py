@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from resync.actions.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
-from resync.model.errors import BadInputError, DatabaseError, ServerUnreachable
+from resync.model.errors import BadInputError
+from resync.model.keys import (
+    DONOR,
+    OLD_DATADIR,
+    RUN_ID,
+    SOURCE,
+    StepId,
+    StepKind,
+    fact_down,
+    fact_gtid,
+    fact_tools,
+    fact_version,
+)
 from resync.model.runbook import LoadedRunbook
 from resync.plan.estimate import Estimate
 from resync.steps.base import Step
 from resync.steps.copy.commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
 from resync.steps.copy.pipeline import CopyDatadir
-from resync.steps.datadir import OLD_DATADIR, MoveDatadirAside, old_datadir_path
+from resync.steps.datadir import MoveDatadirAside, old_datadir_path
 from resync.steps.locking import ReadLockAndCapture, Unlock
 from resync.steps.preflight import Preflight
 from resync.steps.replication import (
@@ -27,8 +38,7 @@ from resync.steps.services import StartService, StopService
 from resync.steps.verify import VerifyData
 
 if TYPE_CHECKING:
-    from resync.transport.local import Host
-    from resync.transport.mysql import ConnectionSpec, Session
+    pass
 
 Mode = Literal["gtid", "file_pos"]
 ASSUMED_TOOLS = frozenset({"nc-openbsd", "bash-tcp", "ssh", "zstd", "lz4", "pv"})
@@ -67,47 +77,37 @@ class Plan:
         """
         rb = self.loaded.model
         values: dict[str, str | int] = {
-            "run_id": run_id, OLD_DATADIR: old_datadir_path(rb.hosts[rb.recipient].datadir, run_id)}
+            str(RUN_ID): run_id,
+            str(OLD_DATADIR): old_datadir_path(rb.hosts[rb.recipient].datadir, run_id)}
         for host, version in self.facts.versions.items():
-            values[f"facts.version.{host}"] = str(version)
+            values[str(fact_version(host))] = str(version)
         for host, on in self.facts.gtid_enabled.items():
-            values[f"facts.gtid.{host}"] = int(on)
+            values[str(fact_gtid(host))] = int(on)
         for host, tools in self.facts.tools.items():
-            values[f"facts.tools.{host}"] = ",".join(sorted(tools))
+            values[str(fact_tools(host))] = ",".join(sorted(tools))
         for host in self.facts.down:
-            values[f"facts.down.{host}"] = 1
+            values[str(fact_down(host))] = 1
         return values
+
+    def step(self, kind: StepKind) -> Step | None:
+        """The first step of a kind (the plan's own objects: nothing parses their names)."""
+        return next((s for s in self.steps if s.id.kind is kind), None)
 
 
 def journaled_facts(loaded: LoadedRunbook, captured: Mapping[str, object]) -> PlanFacts:
     """The facts a run started with, read back from its journal."""
     rb = loaded.model
     try:
-        versions = {h: ServerVersion.parse(str(captured[f"facts.version.{h}"]))
+        versions = {h: ServerVersion.parse(str(captured[str(fact_version(h))]))
                     for h in (rb.donor, rb.recipient)}
     except (KeyError, ValueError) as exc:
         raise BadInputError(f"the journal lacks the server facts of the run: {exc}") from None
-    gtid = {h: bool(captured[f"facts.gtid.{h}"]) for h in versions if f"facts.gtid.{h}" in captured}
-    tools = {h: frozenset(str(captured[f"facts.tools.{h}"]).split(",")) for h in versions
-             if f"facts.tools.{h}" in captured}
-    down = frozenset(h for h in versions if captured.get(f"facts.down.{h}"))
+    gtid = {h: bool(captured[str(fact_gtid(h))]) for h in versions
+            if str(fact_gtid(h)) in captured}
+    tools = {h: frozenset(str(captured[str(fact_tools(h))]).split(",")) for h in versions
+             if str(fact_tools(h)) in captured}
+    down = frozenset(h for h in versions if captured.get(str(fact_down(h))))
     return PlanFacts(versions, "detected", gtid, tools, down=down)
-
-
-def detect_tools(loaded: LoadedRunbook, host_factory: Callable[[LoadedRunbook, str], Host]) -> dict[
-        str, frozenset[str]]:
-    """Which copy tools each host has (nc flavour, socat, zstd, lz4, ssh)."""
-    from resync.steps.copy.commands import TOOL_PROBE
-
-    rb = loaded.model
-    found: dict[str, frozenset[str]] = {}
-    for name in (rb.donor, rb.recipient):
-        host = host_factory(loaded, name)
-        try:
-            found[name] = frozenset(host.run(TOOL_PROBE, check=False).stdout.split())
-        finally:
-            host.close()
-    return found
 
 
 def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
@@ -161,77 +161,6 @@ def assumed_facts(loaded: LoadedRunbook, given: Mapping[str, ServerVersion]) -> 
     return PlanFacts(versions, "given" if given else "assumed")
 
 
-def detect_facts(loaded: LoadedRunbook,
-                 connector: Callable[[ConnectionSpec], Session] | None = None,
-                 timeout: float | None = None,
-                 host_factory: Callable[[LoadedRunbook, str], Host] | None = None) -> PlanFacts:
-    """Connect to both servers and read their versions (and GTID mode on MySQL).
-
-    A recipient that is down (the seed's broken old primary, shut down by the DBA) is accepted
-    when its host proves it: nothing holds its datadir open. Its version then comes from its
-    server binary. Without a host_factory, an unreachable server is an error.
-    """
-    from resync.transport.mysql import ConnectionSpec, connect
-
-    connector = connector or connect
-    rb = loaded.model
-    versions: dict[str, ServerVersion] = {}
-    gtid: dict[str, bool] = {}
-    down: set[str] = set()
-    for host in (rb.donor, rb.recipient):
-        spec = ConnectionSpec.from_runbook(loaded, host)
-        if timeout is not None:
-            spec = ConnectionSpec(**{**spec.__dict__, "connect_timeout": timeout})
-        try:
-            session = connector(spec)
-        except ServerUnreachable:
-            if host != rb.recipient or host_factory is None:
-                raise
-            versions[host] = stopped_server_version(loaded, host, host_factory)
-            down.add(host)
-            continue
-        try:
-            versions[host] = session.version()
-            query = dialect_for(versions[host]).gtid_enabled_query()
-            gtid[host] = True if query is None else str(session.scalar(query.sql)) == "ON"
-        except ValueError as exc:
-            raise DatabaseError(f"[{host}] {exc}") from None
-        finally:
-            session.close()
-    for host in down:
-        gtid[host] = gtid.get(rb.donor, True)  # a config setting, not data: assume the donor's
-    return PlanFacts(versions, "detected", gtid, down=frozenset(down))
-
-
-_BINARY_VERSION = ("for b in mariadbd mysqld /usr/sbin/mariadbd /usr/sbin/mysqld /usr/libexec/mysqld; "
-                   "do command -v $b >/dev/null && exec $b --version; done; exit 127")
-_VER = re.compile(r"\bVer\s+(\d+)\.(\d+)\.(\d+)(\S*)")
-
-
-def stopped_server_version(loaded: LoadedRunbook, name: str,
-                           host_factory: Callable[[LoadedRunbook, str], Host]) -> ServerVersion:
-    """The version of a stopped server, from its binary; refuses if its datadir is in use."""
-    from resync.steps.services import datadir_user
-
-    settings = loaded.model.hosts[name]
-    host = host_factory(loaded, name)
-    try:
-        if user := datadir_user(host, settings.datadir):
-            raise DatabaseError(
-                f"[{name}] nothing answers at {settings.mysql_host}:{settings.mysql.port}, but a "
-                f"running process holds {settings.datadir} open ({user}): check mysql.host/port "
-                "in the runbook (refusing to touch a datadir in use)")
-        out = host.run(_BINARY_VERSION, check=False)
-    finally:
-        host.close()
-    m = _VER.search(out.stdout)
-    if not m:
-        raise DatabaseError(f"[{name}] its server is down and its version could not be read from "
-                            f"mariadbd/mysqld --version: {out.tail().strip()[-200:]}")
-    flavor: Literal["mysql", "mariadb"] = "mariadb" if "mariadb" in out.stdout.lower() else "mysql"
-    return ServerVersion(flavor, int(m.group(1)), int(m.group(2)), int(m.group(3)))
-
-
 def resolve_mode(loaded: LoadedRunbook, facts: PlanFacts) -> Mode:
     setting = loaded.model.replication.mode
     if setting != "auto":
@@ -255,17 +184,18 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     rebuild_primary = primary == recipient  # the seed's scenario: the old primary is rebuilt
 
     spec = copy_spec(loaded, facts)
+    stop_donor = StepId(StepKind.STOP_SERVICE, donor)
     steps: list[Step] = [Preflight(loaded, spec, facts.down, facts.versions)]
     if rebuild_primary:
         steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary",
                                   user=rb.replication.user,
                                   password_env=rb.replication.password_env),
                   ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
-                                     "stop writes before shutdown", f"stop-service:{donor}")]
+                                     "stop writes before shutdown", stop_donor)]
     else:
         # the copy is exactly the donor's state at these coordinates: the replica starts here
         steps.append(ReadLockAndCapture(donor, dialects[donor], "source", timeout,
-                                        "the replica will start from here", f"stop-service:{donor}"))
+                                        "the replica will start from here", stop_donor))
     steps += [
         StopService(recipient, r_host.service, r_host.datadir, "recipient"),
         StopService(donor, d_host.service, d_host.datadir, "donor"),
@@ -275,20 +205,21 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         StartService(recipient, r_host.service, r_host.datadir, "recipient"),
         StartService(donor, d_host.service, d_host.datadir, "donor"),
     ]
+    unlock = StepId(StepKind.UNLOCK, primary)
+    lock = ReadLockAndCapture(primary, dialects[primary], "source", timeout,
+                              "the replica will start from here", unlock)
     if rebuild_primary:
         steps += [ResetBinlogs(primary, dialects[primary],
-                               gtid_from="donor.gtid" if mode == "gtid" else None),
-                  ReadLockAndCapture(primary, dialects[primary], "source", timeout,
-                                     "the replica will start from here", f"unlock:{primary}")]
+                               gtid_from=DONOR if mode == "gtid" else None), lock]
     p_host = rb.hosts[primary]
     steps += [
         PointReplica(replica, dialects[replica], source_address=p_host.address,
                      source_port=p_host.mysql.port, user=rb.replication.user,
                      password_env=rb.replication.password_env, mode=mode,
-                     ssl=rb.replication.ssl, prefix="source"),
+                     ssl=rb.replication.ssl, start_at=SOURCE),
         WaitReplicaHealthy(replica, dialects[replica], rb.replication.healthy_timeout),
     ]
     if rebuild_primary:
-        steps.append(Unlock(primary))
-    steps.append(VerifyData(primary, replica, dialects[primary], mode, timeout))
+        steps.append(Unlock(primary, lock.session))
+    steps.append(VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout))
     return Plan(loaded, facts, mode, tuple(steps))

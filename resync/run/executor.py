@@ -1,171 +1,435 @@
-"""The run-time context steps execute in: hosts, database sessions, captured values, journal."""
+"""The executor: runs actions exactly as planned and journals each one.
+
+It owns every connection a run makes (hosts, database sessions, the sessions that hold locks),
+so nothing else in resync talks to a host or a server. One record per leaf action: host, kind,
+the text as sent (values filled in, secrets masked), how it ended and how long it took.
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from resync.actions.types import Action, Captured, Check, Shell, Sql
-from resync.model.errors import DatabaseError, HostError, ResyncError
-from resync.model.runbook import LoadedRunbook
+from resync.actions.conditions import ProbeAnswer
+from resync.actions.types import (
+    Action,
+    Assert,
+    Capture,
+    Captured,
+    CaptureRows,
+    Composite,
+    HoldLock,
+    Leaf,
+    Login,
+    Poll,
+    Probe,
+    ReleaseLock,
+    Shell,
+    Sql,
+    Value,
+    When,
+    rows_json,
+)
+from resync.model.errors import (
+    DatabaseError,
+    HostError,
+    LockTimeout,
+    ResyncError,
+    ServerUnreachable,
+    WaitTimeout,
+)
 from resync.model.secrets import EnvSecret, Secret, mask
 from resync.run.journal import CommandRecord, Journal
 from resync.run.waiting import Clock, SystemClock
-from resync.transport.local import CommandResult, Host, LocalHost
-from resync.transport.mysql import ConnectionSpec, Session, connect
+from resync.transport.local import Background, CommandResult, Host
+from resync.transport.mysql import Session
 
 ProgressFn = Callable[[int, "int | None", str], None]
+LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT
 
 
 def _no_progress(done: int, total: int | None, label: str) -> None:
     pass
 
 
-def make_host(loaded: LoadedRunbook, name: str) -> Host:
-    settings = loaded.model.hosts[name]
-    if settings.local:
-        return LocalHost(name)
-    from resync.model.runbook import SSHSettings
-    from resync.transport.ssh import SSHHost  # paramiko only when a host is remote
+def _plain(value: object) -> Value:
+    """A driver value as the journal keeps it (GTID sets lose MySQL's line breaks)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, bytes):
+        value = value.decode()
+    text = str(value).replace("\n", "")
+    # servers send some numbers as text (SHOW ... STATUS): a port must bind as a number
+    return int(text) if text.isdigit() and len(text) < 19 else text
 
-    return SSHHost(name, settings.ssh or SSHSettings(), settings.address)
 
+@dataclass
+class Executor:
+    journal: Journal
+    hosts: Callable[[str], Host]
+    connect: Callable[[str], Session]
+    # the host's server, as another user: (host, user, password) -> a session
+    login: Callable[[str, str, Secret], Session] | None = None
+    secrets: list[Secret] = field(default_factory=list)
+    clock: Clock = field(default_factory=SystemClock)
+    progress: ProgressFn = _no_progress
+    step: str = "-"
+    phase: str = "run"
+    attempt: int = 1
+    _hosts: dict[str, Host] = field(default_factory=dict)
+    _sessions: dict[str, Session] = field(default_factory=dict)
+    _held: dict[str, Session] = field(default_factory=dict)
 
-class RunContext:
-    def __init__(self, loaded: LoadedRunbook, journal: Journal, *, clock: Clock | None = None,
-                 progress: ProgressFn | None = None,
-                 host_factory: Callable[[LoadedRunbook, str], Host] = make_host,
-                 connector: Callable[[ConnectionSpec], Session] = connect) -> None:
-        self.loaded = loaded
-        self.journal = journal
-        self.clock: Clock = clock or SystemClock()
-        self._progress = progress or _no_progress
-        self._host_factory = host_factory
-        self._connector = connector
-        self._hosts: dict[str, Host] = {}
-        self._sessions: dict[str, Session] = {}
-        self.held: dict[str, Session] = {}  # sessions holding a lock, by host
-        self._step: str | None = None
-        self.secrets: list[Secret] = []
-
-    # -- engine hooks -------------------------------------------------------------------------
-    def begin_step(self, key: str | None) -> None:
-        self._step = key
-
-    def close(self) -> None:
-        for session in [*self._sessions.values(), *self.held.values()]:
-            session.close()
-        self._sessions.clear()
-        self.held.clear()
-        for host in self._hosts.values():
-            host.close()
-        self._hosts.clear()
-
-    # -- values ------------------------------------------------------------------------------
+    # -- bookkeeping ---------------------------------------------------------------------------
     @property
     def captured(self) -> Captured:
         return self.journal.data.captured
 
-    def capture(self, key: str, value: str | int | float | None) -> None:
-        self.journal.capture(key, value)
+    def capture(self, key: object, value: Value) -> None:
+        self.journal.capture(str(key), value)
 
-    def progress(self, done: int, total: int | None, label: str) -> None:
-        self._progress(done, total, label)
+    def begin(self, step: str, *, phase: str = "run", attempt: int = 1) -> None:
+        self.step, self.phase, self.attempt = step, phase, attempt
 
-    # -- hosts and sessions ------------------------------------------------------------------
-    def host(self, name: str) -> Host:
+    def holds(self, session: str) -> bool:
+        held = self._held.get(session)
+        return held is not None and held.alive()
+
+    def close(self) -> None:
+        for session in [*self._sessions.values(), *self._held.values()]:
+            session.close()
+        self._sessions.clear()
+        self._held.clear()
+        for host in self._hosts.values():
+            host.close()
+        self._hosts.clear()
+
+    def _host(self, name: str) -> Host:
         if name not in self._hosts:
-            self._hosts[name] = self._host_factory(self.loaded, name)
+            self._hosts[name] = self.hosts(name)
         return self._hosts[name]
 
-    def spec(self, name: str) -> ConnectionSpec:
-        spec = ConnectionSpec.from_runbook(self.loaded, name)
-        if spec.password and spec.password not in self.secrets:
-            self.secrets.append(spec.password)
-        return spec
-
-    def session(self, host: str) -> Session:
+    def _session(self, host: str, named: str | None = None) -> Session:
+        if named is not None:
+            held = self._held.get(named)
+            if held is None:
+                raise ResyncError(f"session '{named}' on {host} is not open in this process (the "
+                                  "lock it held ended with the process that took it)")
+            return held
         current = self._sessions.get(host)
         if current is not None and current.alive():
             return current
         if current is not None:
             current.close()
-        self._sessions[host] = self._connector(self.spec(host))
+        self._sessions[host] = self.connect(host)
         return self._sessions[host]
 
-    def new_session(self, host: str) -> Session:
-        """A dedicated connection (for a lock that must stay held across steps)."""
-        return self._connector(self.spec(host))
+    def _mask(self, text: str) -> str:
+        return mask(text, self.secrets)
 
-    def hold(self, host: str, session: Session) -> None:
-        self.release(host)
-        self.held[host] = session
-
-    def holds(self, host: str) -> bool:
-        return host in self.held
-
-    def release(self, host: str) -> None:
-        """UNLOCK TABLES on the held connection, if any (after a crash the lock is already gone)."""
-        session = self.held.pop(host, None)
-        if session is None:
-            return
-        if session.alive():
-            self.sql(Sql(host, "UNLOCK TABLES"), session)
-        session.close()
-
-    # -- executing actions, each one journaled ---------------------------------------------------
-    def _record(self, host: str, kind: str, text: str, ok: bool, started: float,
-                exit_code: int | None = None, detail: str | None = None) -> None:
-        self.journal.record(CommandRecord(
-            step=self._step or "-", host=host, kind=kind, text=mask(text, self.secrets), ok=ok,
+    def _record(self, aid: str, action: Leaf | When, text: str, ok: bool | None, started: float,
+                *, exit_code: int | None = None, detail: str | None = None,
+                result: str | None = None, kind: str | None = None) -> int:
+        return self.journal.record(CommandRecord(
+            step=self.step, action=aid, host=action.host, kind=kind or action.kind,
+            text=self._mask(text), ok=ok, phase=self.phase, attempt=self.attempt,
             exit_code=exit_code, seconds=round(time.monotonic() - started, 3), at=time.time(),
-            detail=mask(detail, self.secrets) if detail else None))
+            detail=self._mask(detail) if detail else None, result=result))
 
-    def sql(self, action: Sql, session: Session | None = None) -> list[dict[str, Any]]:
-        text = action.render(self.captured)
-        started = time.monotonic()
-        for value in action.params:
+    def _learn_secrets(self, params: Sequence[object]) -> None:
+        for value in params:
             secret = value.resolve() if isinstance(value, EnvSecret) else value
             if isinstance(secret, Secret) and secret not in self.secrets:
                 self.secrets.append(secret)
+
+    # -- running actions -----------------------------------------------------------------------
+    def run(self, actions: Sequence[Action], prefix: str = "") -> None:
+        for i, action in enumerate(actions):
+            self.run_one(action, f"{prefix}{i}")
+
+    def run_one(self, action: Action, aid: str) -> Any:
+        if isinstance(action, HoldLock):
+            return self._hold(action, aid)
+        if isinstance(action, When):
+            return self._when(action, aid)
+        if isinstance(action, Composite):
+            return action.execute(CompositeRun(self, aid, action))
+        return self.leaf(action, aid)
+
+    def leaf(self, action: Leaf, aid: str) -> Any:
+        if isinstance(action, Sql):
+            return self._sql(action, aid)
+        if isinstance(action, Shell):
+            return self._shell(action, aid)
+        if isinstance(action, Poll):
+            return self._poll(action, aid)
+        if isinstance(action, Probe):
+            return self._probe_once(action, aid)
+        if isinstance(action, Login):
+            return self._login(action, aid)
+        if isinstance(action, ReleaseLock):
+            return self._release(action, aid)
+        if isinstance(action, Assert):
+            return self._assert(action, aid)
+        raise ResyncError(f"the executor cannot run {type(action).__name__}")
+
+    def _sql(self, action: Sql, aid: str, session: Session | None = None,
+             kind: str | None = None) -> list[dict[str, Any]]:
+        text = action.render(self.captured)
+        started = time.monotonic()
+        self._learn_secrets(action.params)
         sql, params = action.bind(self.captured)
+        bound = tuple(v.reveal() if isinstance(v, Secret) else v for v in params)
         try:
-            rows = (session or self.session(action.host)).execute(sql, params)
+            rows = (session or self._session(action.host, action.session)).execute(sql, bound)
         except DatabaseError as exc:
-            # the server may quote the statement back, with its bound password in it
-            masked = mask(str(exc), self.secrets)
-            self._record(action.host, "sql", text, False, started, detail=masked)
-            raise DatabaseError(masked) from None
-        self._record(action.host, "sql", text, True, started)
+            masked = self._mask(str(exc))  # the server may quote a bound password back
+            self._record(aid, action, text, False, started, detail=masked, kind=kind)
+            raise type(exc)(masked, code=exc.code) from None
+        result = self._keep(action, rows) if isinstance(action, Capture | CaptureRows) else None
+        if isinstance(action, Capture) and result is None and action.missing:
+            self._record(aid, action, text, False, started, detail=action.missing)
+            raise ResyncError(f"[{action.host}] {action.missing}")
+        self._record(aid, action, text, True, started, kind=kind,
+                     result=json.dumps(result) if result is not None else None)
         return rows
 
-    def query(self, host: str, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
-        """A read-only query for observe()/verify(); journaled like everything else."""
-        return self.sql(Sql(host, sql, params))
+    def _keep(self, action: Capture | CaptureRows, rows: list[dict[str, Any]]) -> dict[str, Value] | None:
+        if isinstance(action, CaptureRows):
+            values: dict[str, Value] = {str(action.into): rows_json(rows)}
+        elif not rows:
+            if action.missing:
+                return None
+            values = {str(key): None for _, key in action.columns}
+        else:
+            values = {str(key): _plain(rows[0].get(column)) for column, key in action.columns}
+        for name, value in values.items():
+            self.capture(name, value)
+        return values
 
-    def record_shell(self, action: Shell, exit_code: int, tail: str) -> None:
-        """Journal a command that ran in the background (the two ends of a copy)."""
-        self._record(action.host, "shell", action.render(self.captured), exit_code == 0,
-                     time.monotonic(), exit_code, None if exit_code == 0 else tail)
-
-    def shell(self, action: Action, *, check: bool = True) -> CommandResult:
-        if not isinstance(action, Shell):
-            if isinstance(action, Check):
-                raise ResyncError(f"a Check has no command to run: {action.text}")
-            raise ResyncError(f"not a shell action: {action!r}")
+    def _shell(self, action: Shell, aid: str) -> CommandResult:
         text = action.render(self.captured)
         started = time.monotonic()
         command = action.bind(self.captured)
         try:
-            result = self.host(action.host).run(command, privileged=action.privileged,
-                                                timeout=action.timeout, check=False)
+            result = self._host(action.host).run(command, privileged=action.privileged,
+                                                 timeout=action.timeout, check=False)
         except HostError as exc:
-            self._record(action.host, "shell", text, False, started, None, exc.output_tail)
-            raise HostError(action.host, text, exc.returncode,
-                            mask(exc.output_tail, self.secrets)) from None
-        self._record(action.host, "shell", text, result.ok, started, result.exit_code,
-                     None if result.ok else result.tail())
-        if check and not result.ok:
-            raise HostError(action.host, text, result.exit_code, mask(result.tail(), self.secrets))
+            self._record(aid, action, text, False, started, detail=exc.output_tail)
+            raise HostError(action.host, text, exc.returncode, self._mask(exc.output_tail)) from None
+        kept = None
+        if action.into is not None and (result.ok or not action.check):
+            self.capture(action.into, result.stdout.strip())
+            kept = json.dumps({str(action.into): result.stdout.strip()})
+        self._record(aid, action, text, result.ok, started, exit_code=result.exit_code,
+                     detail=None if result.ok else result.tail(), result=kept)
+        if action.check and not result.ok:
+            raise HostError(action.host, text, result.exit_code, self._mask(result.tail()))
         return result
+
+    def probe(self, probe: Sql | Shell) -> ProbeAnswer:
+        """One look, not journaled by itself (a Poll records all its looks as one)."""
+        if isinstance(probe, Shell):
+            try:
+                result = self._host(probe.host).run(probe.bind(self.captured),
+                                                    privileged=probe.privileged,
+                                                    timeout=probe.timeout, check=False)
+            except HostError as exc:
+                return ProbeAnswer(error=self._mask(str(exc)))
+            return ProbeAnswer(exit_code=result.exit_code, output=result.stdout)
+        try:
+            self._learn_secrets(probe.params)
+            sql, params = probe.bind(self.captured)
+            bound = tuple(v.reveal() if isinstance(v, Secret) else v for v in params)
+            rows = self._session(probe.host, probe.session).execute(sql, bound)
+        except ServerUnreachable as exc:
+            return ProbeAnswer(error=self._mask(str(exc)), unreachable=True)
+        except DatabaseError as exc:
+            return ProbeAnswer(error=self._mask(str(exc)), unreachable=exc.lost_connection)
+        return ProbeAnswer(row=rows[0] if rows else None)
+
+    def _poll(self, action: Poll, aid: str) -> ProbeAnswer:
+        text = action.render(self.captured)
+        started = time.monotonic()
+        deadline = self.clock.now() + action.timeout
+        count = 0
+        while True:
+            answer = self.probe(action.probe)
+            count += 1
+            seen = answer.describe(action.until.fields)
+            detail = f"{count} look(s) in {time.monotonic() - started:.1f}s; last: {seen}"
+            if action.fail_when is not None and action.fail_when.holds(answer):
+                self._record(aid, action, text, False, started, detail=detail)
+                raise ResyncError(f"[{action.host}] {action.fail_when.describe()}: "
+                                  f"{answer.describe(action.fail_when.fields)}")
+            if action.until.holds(answer):
+                self._record(aid, action, text, True, started, detail=detail)
+                return answer
+            if self.clock.now() >= deadline:
+                self._record(aid, action, text, False, started, detail=detail)
+                if action.failure:
+                    raise ResyncError(f"[{action.host}] {action.failure} ({seen})")
+                raise WaitTimeout(f"[{action.host}] timed out after {action.timeout:g}s waiting "
+                                  f"until {action.until.describe()}: last: {seen}")
+            self.clock.sleep(action.interval)
+
+    def _probe_once(self, action: Probe, aid: str) -> bool:
+        text = action.render(self.captured)
+        started = time.monotonic()
+        answer = self.probe(action.probe)
+        verdict = action.condition.holds(answer)
+        self.capture(action.into, int(verdict))
+        self._record(aid, action, text, True, started, detail=answer.describe(),
+                     result=json.dumps({str(action.into): int(verdict)}))
+        return verdict
+
+    def _login(self, action: Login, aid: str) -> None:
+        started = time.monotonic()
+        if self.login is None:
+            raise ResyncError("this executor cannot log in as another user")
+        try:
+            password = EnvSecret(action.password_env).resolve()
+            if password not in self.secrets:
+                self.secrets.append(password)
+            self.login(action.host, action.user, password).close()
+        except DatabaseError as exc:
+            self._record(aid, action, action.render(), False, started, detail=str(exc))
+            raise ResyncError(f"'{action.user}' cannot log in to {action.host}: "
+                              f"{self._mask(str(exc))}") from None
+        self._record(aid, action, action.render(), True, started)
+
+    def _hold(self, action: HoldLock, aid: str) -> None:
+        previous = self._held.pop(action.session, None)
+        if previous is not None:
+            previous.close()
+        session = self.connect(action.host)
+        try:
+            for j, statement in enumerate(action.statements):
+                self._sql(statement, f"{aid}.{j}", session)
+        except DatabaseError as exc:
+            session.close()
+            if exc.code == LOCK_WAIT_TIMEOUT and action.diagnose is not None:
+                blockers = self._sql(action.diagnose, f"{aid}.diagnose", kind="diagnose")
+                shown = "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in blockers)
+                raise LockTimeout(f"could not take {action.what}; nothing was changed. "
+                                  f"Blocking: {shown or '(none visible)'} ({exc})",
+                                  code=exc.code) from None
+            raise
+        except BaseException:
+            session.close()
+            raise
+        self._held[action.session] = session
+
+    def _release(self, action: ReleaseLock, aid: str) -> None:
+        started = time.monotonic()
+        session = self._held.pop(action.session, None)
+        if session is None:
+            self._record(aid, action, action.render(), True, started,
+                         detail=f"session '{action.session}' is not open in this process: its lock "
+                                "ended with the process that took it")
+            return
+        try:
+            if not session.alive():
+                self._record(aid, action, action.render(), False, started,
+                             detail=f"session '{action.session}' had died: the lock was lost early")
+                raise ResyncError(f"[{action.host}] the session holding the lock "
+                                  f"('{action.session}') had died before it was released: the "
+                                  "server may have accepted writes while it should not have")
+            self._sql(Sql(action.host, "UNLOCK TABLES"), aid, session, kind="release")
+        finally:
+            session.close()
+
+    def _assert(self, action: Assert, aid: str) -> None:
+        started = time.monotonic()
+        text = action.render(self.captured)
+        if action.condition.holds(self.captured):
+            self._record(aid, action, text, True, started)
+            return
+        why = action.condition.explain(self.captured)
+        message = f"{action.message} {why}" if why else action.message
+        self._record(aid, action, text, False, started, detail=message)
+        raise ResyncError(message)
+
+    def _when(self, action: When, aid: str) -> None:
+        started = time.monotonic()
+        taken = action.condition.holds(self.captured)
+        # the decision's text is the plan's; the values it was made on go in the detail
+        self._record(aid, action, action.render(), True, started,
+                     detail=action.condition.describe(self.captured),
+                     result="then" if taken else "else")
+        if taken:
+            self.run(action.then, f"{aid}.then.")
+        else:
+            self.run(action.otherwise, f"{aid}.else.")
+
+
+class CompositeRun:
+    """What a composite action may do: run its own parts, each journaled under its id."""
+
+    def __init__(self, executor: Executor, aid: str, composite: Composite, offset: int = 0) -> None:
+        # offset: where its parts start among its parent's, when it is nested in another composite
+        self.executor, self.aid, self.offset = executor, aid, offset
+        self.parts = composite.parts()
+
+    def _id(self, index: int) -> str:
+        return f"{self.aid}.{self.offset + index}"
+
+    @property
+    def captured(self) -> Captured:
+        return self.executor.captured
+
+    @property
+    def clock(self) -> Clock:
+        return self.executor.clock
+
+    def capture(self, key: object, value: Value) -> None:
+        self.executor.capture(key, value)
+
+    def progress(self, done: int, total: int | None, label: str) -> None:
+        self.executor.progress(done, total, label)
+
+    def do(self, index: int) -> Any:
+        return self.executor.leaf(self.parts[index], self._id(index))
+
+    def probe(self, probe: Sql | Shell) -> ProbeAnswer:
+        return self.executor.probe(probe)
+
+    def start(self, index: int) -> Started:
+        """Start a Shell part in the background; its record is written now and completed later."""
+        part = self.parts[index]
+        assert isinstance(part, Shell)
+        ex = self.executor
+        text = part.render(ex.captured)
+        started = time.monotonic()
+        handle = ex._host(part.host).start(part.bind(ex.captured), privileged=part.privileged)
+        record = ex._record(self._id(index), part, text, None, started,
+                            detail="started in the background")
+        return Started(self, record, started, handle, part)
+
+    def record(self, index: int, ok: bool, started: float, detail: str) -> None:
+        """The record of a part this composite ran itself (a watch loop)."""
+        self.executor._record(self._id(index), self.parts[index],
+                              self.parts[index].render(self.captured), ok, started, detail=detail)
+
+
+@dataclass
+class Started:
+    run: CompositeRun
+    record: int
+    started: float
+    handle: Background
+    part: Shell
+
+    def finish(self, result: CommandResult) -> None:
+        ex = self.run.executor
+        ex.journal.update(self.record, ok=result.ok, exit_code=result.exit_code,
+                          seconds=round(time.monotonic() - self.started, 3),
+                          detail=None if result.ok else ex._mask(result.tail()))
+
+    def killed(self, why: str) -> None:
+        ex = self.run.executor
+        ex.journal.update(self.record, ok=False, seconds=round(time.monotonic() - self.started, 3),
+                          detail=why)

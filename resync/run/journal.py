@@ -1,25 +1,27 @@
-"""The journal: step states, captured values and every command, written atomically after each change.
+"""The journal: step states, captured values, the plan and every action, written atomically.
 
 Write path: temp file in the same directory -> fsync -> rename over the journal -> fsync the
 directory. A crash at any point leaves either the previous or the new journal, never a torn one.
-A lock file holding the PID stops two runs from driving one journal.
+`<journal>.lock`, held with flock(2), stops two processes from driving one journal; the kernel
+releases it when the process dies, so a crashed run never leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
+import fcntl
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from resync.model.errors import JournalError
 
-FORMAT = 1
+FORMAT = 2
 CapturedValue = str | int | float | None
 
 
@@ -32,8 +34,11 @@ class StepState(StrEnum):
     UNDONE = "undone"
 
 
-@dataclass
-class StepRecord:
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class StepRecord(_Model):
     key: str
     title: str
     state: StepState = StepState.PENDING
@@ -41,30 +46,37 @@ class StepRecord:
     finished_at: float | None = None
     error: str | None = None
     note: str | None = None
+    attempts: int = 0  # how many times it was started (a resumed step starts again)
 
 
-@dataclass
-class CommandRecord:
+class CommandRecord(_Model):
+    """One executed action: what was sent where, how it ended, how long it took."""
+
     step: str
+    action: str  # its id in the step's plan: 3, 2.1 (in a lock), 4.then.0 (in a branch)
     host: str
-    kind: str  # sql | shell | check
-    text: str  # rendered with secrets masked
-    ok: bool
+    kind: str  # sql | capture | shell | poll | release | assert | when | diagnose
+    text: str  # rendered with the values of the run, secrets masked
+    ok: bool | None  # None: started in the background and not finished (yet)
+    phase: str = "run"  # run | undo
+    attempt: int = 1
     exit_code: int | None = None
     seconds: float = 0.0
     at: float = 0.0
-    detail: str | None = None
+    detail: str | None = None  # output tail or error; for a poll, the count and the last answer
+    result: str | None = None  # captured values (JSON) or the branch a `when` took
 
 
-@dataclass
-class JournalData:
+class JournalData(_Model):
     run_id: str
     runbook_path: str
     runbook_sha256: str
     created_at: float
     steps: list[StepRecord]
-    captured: dict[str, CapturedValue] = field(default_factory=dict)
-    commands: list[CommandRecord] = field(default_factory=list)
+    plan_sha256: str = ""
+    plan: dict[str, Any] | None = None  # the plan this run executes, as `resync plan --format json`
+    captured: dict[str, CapturedValue] = {}
+    commands: list[CommandRecord] = []
     outcome: str | None = None
     format: int = FORMAT
 
@@ -95,13 +107,14 @@ class Journal:
 
     @classmethod
     def create(cls, path: Path, *, run_id: str, runbook_path: str, runbook_sha256: str,
-               steps: list[tuple[str, str]]) -> Journal:
+               steps: list[tuple[str, str]], plan: dict[str, Any] | None = None,
+               plan_sha256: str = "") -> Journal:
         if path.exists():
             raise JournalError(f"journal {path} already exists: use `resync resume {path}`")
         path.parent.mkdir(parents=True, exist_ok=True)
         data = JournalData(run_id=run_id, runbook_path=runbook_path, runbook_sha256=runbook_sha256,
-                           created_at=time.time(),
-                           steps=[StepRecord(key, title) for key, title in steps])
+                           created_at=time.time(), plan=plan, plan_sha256=plan_sha256,
+                           steps=[StepRecord(key=key, title=title) for key, title in steps])
         journal = cls(path, data)
         journal.save()
         return journal
@@ -109,28 +122,24 @@ class Journal:
     @classmethod
     def load(cls, path: Path) -> Journal:
         try:
-            raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
             raise JournalError(f"journal {path} is not valid JSON: {exc}") from None
-        if raw.get("format") != FORMAT:
-            raise JournalError(f"journal {path} has format {raw.get('format')!r}, expected {FORMAT}")
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            found = raw.get("format") if isinstance(raw, dict) else None
+            raise JournalError(f"journal {path} has format {found!r}, this resync reads format "
+                               f"{FORMAT}: finish or roll back that run with the resync version "
+                               "that started it")
         try:
-            data = JournalData(
-                run_id=raw["run_id"], runbook_path=raw["runbook_path"],
-                runbook_sha256=raw["runbook_sha256"], created_at=raw["created_at"],
-                steps=[StepRecord(**{**s, "state": StepState(s["state"])}) for s in raw["steps"]],
-                captured=dict(raw.get("captured", {})),
-                commands=[CommandRecord(**c) for c in raw.get("commands", [])],
-                outcome=raw.get("outcome"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+            data = JournalData.model_validate(raw)
+        except ValidationError as exc:
             raise JournalError(f"journal {path} is damaged: {exc}") from None
         return cls(path, data)
 
     def save(self) -> None:
-        atomic_write(self.path, json.dumps(asdict(self.data), indent=2, sort_keys=False) + "\n")
+        atomic_write(self.path, self.data.model_dump_json(indent=2) + "\n")
 
     def step(self, key: str) -> StepRecord:
         for record in self.data.steps:
@@ -145,6 +154,7 @@ class Journal:
         now = time.time()
         if state is StepState.RUNNING:
             record.started_at, record.finished_at, record.error = now, None, None
+            record.attempts += 1
         else:
             record.finished_at = now
         if error is not None:
@@ -157,8 +167,15 @@ class Journal:
         self.data.captured[key] = value
         self.save()
 
-    def record(self, command: CommandRecord) -> None:
+    def record(self, command: CommandRecord) -> int:
         self.data.commands.append(command)
+        self.save()
+        return len(self.data.commands) - 1
+
+    def update(self, index: int, **changes: Any) -> None:
+        record = self.data.commands[index]
+        for name, value in changes.items():
+            setattr(record, name, value)
         self.save()
 
     def finish(self, outcome: str) -> None:
@@ -166,52 +183,44 @@ class Journal:
         self.save()
 
 
+class MemoryJournal(Journal):
+    """For read-only commands (check, verify, status, detection): records stay in memory."""
+
+    def __init__(self, name: str = "scratch") -> None:
+        super().__init__(Path("/dev/null"), JournalData(
+            run_id=name, runbook_path="", runbook_sha256="", created_at=time.time(), steps=[]))
+
+    def save(self) -> None:
+        pass
+
+
 class JournalLock:
-    """`<journal>.lock` holding the PID; a live PID refuses a second run, a dead one is taken over."""
+    """flock(2) on `<journal>.lock`; the file holds the owner's PID for the error message."""
 
     def __init__(self, journal_path: Path) -> None:
         self.path = journal_path.with_name(journal_path.name + ".lock")
-        self._held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mine = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        atomic_write(mine, f"{os.getpid()}\n")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            self._take(mine)
-        finally:
-            with contextlib.suppress(OSError):
-                mine.unlink()
-
-    def _take(self, mine: Path) -> None:
-        for _ in range(2):
-            try:
-                # link() fails if the lock exists: the PID is in the file the moment it appears
-                os.link(mine, self.path)
-            except FileExistsError:
-                pid = self._owner()
-                if pid is not None and _alive(pid):
-                    raise JournalError(
-                        f"journal is locked by running process {pid} ({self.path}); "
-                        "if that process is gone, remove the lock file") from None
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
-                continue
-            self._held = True
-            return
-        raise JournalError(f"could not take the journal lock {self.path}")
-
-    def _owner(self) -> int | None:
-        try:
-            return int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise JournalError(f"journal is in use by running process {owner} ({self.path}); "
+                               "wait for it to end (the lock goes away with that process)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
 
     def release(self) -> None:
-        if self._held and self._owner() == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-        self._held = False
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
     def __enter__(self) -> JournalLock:
         self.acquire()
@@ -219,13 +228,3 @@ class JournalLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True

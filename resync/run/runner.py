@@ -2,80 +2,134 @@
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from rich.console import Console
 
+from resync.actions.conditions import IsSet
+from resync.actions.quoting import q
+from resync.actions.types import Ref, Shell, When
 from resync.model.errors import (
     Aborted,
+    BadInputError,
     DatabaseError,
     GateRefused,
     HostError,
     PreflightFailed,
     StepFailed,
 )
+from resync.model.keys import (
+    CLEANUP_REMOVED,
+    DOWNTIME_MINUS_COPY,
+    OLD_DATADIR,
+    WRITE_DOWNTIME,
+    Key,
+    StepKind,
+)
 from resync.model.runbook import LoadedRunbook, load_runbook
-from resync.plan.build import Plan, build_plan, detect_facts, detect_tools, journaled_facts
-from resync.plan.estimate import Estimate
-from resync.run.journal import Journal, JournalLock
+from resync.model.secrets import Secret
+from resync.plan.build import Plan, build_plan, journaled_facts
+from resync.plan.document import differences, plan_document
+from resync.run.executor import Executor, ProgressFn
+from resync.run.journal import Journal, JournalLock, MemoryJournal, StepState
 
-if TYPE_CHECKING:
-    from resync.run.executor import RunContext
+
+def runbook_secrets(loaded: LoadedRunbook) -> list[Secret]:
+    """Every password_env must be set before anything is touched (exit 2 names file and line)."""
+    rb = loaded.model
+    found = [loaded.secret(env, "hosts", name, "mysql", "password_env")
+             for name in (rb.donor, rb.recipient)
+             if (env := rb.hosts[name].mysql.password_env)]
+    found.append(loaded.secret(rb.replication.password_env, "replication", "password_env"))
+    return found
 
 
 def require_secrets(loaded: LoadedRunbook) -> None:
-    """Every password_env must be set before anything is touched (exit 2 names file and line)."""
-    rb = loaded.model
-    for name in (rb.donor, rb.recipient):
-        env = rb.hosts[name].mysql.password_env
-        if env:
-            loaded.secret(env, "hosts", name, "mysql", "password_env")
-    loaded.secret(rb.replication.password_env, "replication", "password_env")
+    runbook_secrets(loaded)
 
 
-def detected_plan(loaded: LoadedRunbook, timeout: float | None = None,
-                  estimate: bool = False) -> Plan:
+def executor_for(loaded: LoadedRunbook, journal: Journal, *, timeout: float | None = None,
+                 progress: ProgressFn | None = None) -> Executor:
+    """The executor of a runbook's hosts and servers (timeout: a shorter connect timeout)."""
+    from resync.run.connect import connection_spec, make_host
+    from resync.transport.mysql import connect
+
+    def spec(name: str) -> Any:
+        s = connection_spec(loaded, name)
+        return replace(s, connect_timeout=timeout) if timeout is not None else s
+
+    def login(name: str, user: str, password: Secret) -> Any:
+        return connect(replace(spec(name), name=f"{name} as {user}", user=user, password=password,
+                               defaults_file=None, connect_timeout=5))
+
+    exe = Executor(journal, hosts=lambda name: make_host(loaded, name),
+                   connect=lambda name: connect(spec(name)), login=login,
+                   secrets=runbook_secrets(loaded))
+    if progress is not None:
+        exe.progress = progress
+    return exe
+
+
+def detected_plan(loaded: LoadedRunbook, timeout: float | None = None, estimate: bool = False,
+                  journal: Journal | None = None) -> Plan:
     """Connect to both servers and hosts: versions, GTID mode, copy tools -> the plan.
 
     With `estimate`, also measure the donor's datadir and the copy bandwidth (a short probe).
+    The queries and commands are recorded in `journal` (in memory if none is given).
     """
-    from dataclasses import replace
+    from resync.plan.detect import detect_facts
 
-    from resync.run.executor import make_host
-
+    exe = executor_for(loaded, journal or MemoryJournal("detect"), timeout=timeout)
     try:
-        facts = detect_facts(loaded, timeout=timeout, host_factory=make_host)
-        facts = replace(facts, tools=detect_tools(loaded, make_host))
+        facts = detect_facts(exe, loaded)
         plan = build_plan(loaded, facts)
         if estimate:
-            plan = build_plan(loaded, replace(facts, estimate=measure_estimate(loaded, plan)))
+            plan = build_plan(loaded, replace(facts, estimate=measure_estimate(exe, plan)))
     except (DatabaseError, HostError) as exc:
         raise PreflightFailed([f"{exc} (nothing was changed)"]) from None
+    finally:
+        exe.close()
     return plan
 
 
-def measure_estimate(loaded: LoadedRunbook, plan: Plan) -> Estimate:
-    from resync.steps.preflight import Preflight, datadir_bytes, estimate_copy
+def measure_estimate(exe: Executor, plan: Plan) -> Any:
+    from resync.model.keys import DONOR_BYTES
+    from resync.plan.estimate import PROBE_BYTES, Estimate
+    from resync.steps.copy.pipeline import PROBE_RATE, BandwidthProbe
+    from resync.steps.preflight import Preflight
 
-    spec = next(s for s in plan.steps if isinstance(s, Preflight)).spec
-    ctx = scratch_context(loaded)
-    try:
-        size = datadir_bytes(ctx.host(spec.donor), spec.donor_datadir, spec.excludes)
-        return estimate_copy(ctx, loaded, spec, size)
-    finally:
-        ctx.close()
+    preflight = plan.step(StepKind.PREFLIGHT)
+    assert isinstance(preflight, Preflight)
+    spec = preflight.spec
+    skip = " ".join(f"--exclude={q(p.removeprefix('./'))}" for p in spec.excludes)
+    exe.begin("estimate")
+    exe.run([Shell.line(spec.donor, f"du -sb {skip} {q(spec.donor_datadir)} | cut -f1",
+                        privileged=True, into=DONOR_BYTES)])
+    size = int(str(exe.captured[str(DONOR_BYTES)]))
+    declared = plan.loaded.model.copy_.bandwidth_mb_per_s
+    if declared:
+        return Estimate(size, declared * 1e6, "runbook")
+    exe.run([BandwidthProbe(spec, PROBE_BYTES)])
+    return Estimate(size, float(str(exe.captured[str(PROBE_RATE)])), "probe")
 
 
-def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None) -> Journal:
+def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None,
+                detection: Journal | None = None) -> Journal:
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     path = journal_path or Path(f"resync-journal/{loaded.model.name}-{run_id}.json")
+    doc = plan_document(plan)
     journal = Journal.create(path, run_id=run_id, runbook_path=str(loaded.path.resolve()),
                              runbook_sha256=loaded.sha256,
-                             steps=[(s.key, s.title) for s in plan.steps])
-    for key, value in plan.initial_values(run_id).items():
-        journal.capture(key, value)
+                             steps=[(s.key, s.title) for s in plan.steps], plan=doc,
+                             plan_sha256=doc["plan_sha256"])
+    if detection is not None:  # what the plan was detected from, recorded before the first step
+        journal.data.commands.extend(detection.data.commands)
+    journal.data.captured.update(plan.initial_values(run_id))
+    journal.save()
     return journal
 
 
@@ -84,13 +138,13 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
     from resync.cli.render import render_header
     from resync.cli.ui import TerminalUI, summary
     from resync.run.engine import Engine
-    from resync.run.executor import RunContext
 
     ui = TerminalUI(console, interactive=not yes, undo=rollback)
     ui.number_steps(list(plan.steps))
-    render_header(plan, console)
-    ctx = RunContext(loaded, journal, progress=ui.progress)
-    engine = Engine(plan.steps, journal, ctx, confirm=ui.confirm, events=ui)
+    render_header(plan, console, plan_sha256=journal.data.plan_sha256)
+    exe = executor_for(loaded, journal, progress=ui.progress)
+    engine = Engine(plan.steps, journal, exe, confirm=ui.confirm, events=ui,
+                    must_run=lambda step: step.id.kind is StepKind.PREFLIGHT)
     console.print(f"journal: [bold]{journal.path}[/bold]")
     if rollback:
         left = engine.rollback()
@@ -100,7 +154,7 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
         return
     try:
         engine.run()
-        record_downtime(journal, plan.loaded.model.primary_after)
+        record_downtime(journal, plan)
     except (StepFailed, Aborted) as exc:
         exc.hint = (f"the state is in the journal {journal.path}: fix the cause, then "
                     f"`resync resume {journal.path}`, or undo with `resync rollback {journal.path}`"
@@ -110,30 +164,60 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
         summary(console, journal)
 
 
-def record_downtime(journal: Journal, primary: str) -> None:
+def record_downtime(journal: Journal, plan: Plan) -> None:
     """Write-downtime: from the read lock on the donor until the new primary takes writes again."""
-    steps = {s.key: s for s in journal.data.steps}
-    lock = next((s for s in journal.data.steps if s.key.startswith("read-lock:")), None)
-    end = steps.get(f"unlock:{primary}") or steps.get(f"start-service:{primary}")
-    copy = next((s for s in journal.data.steps if s.key.startswith("copy-datadir:")), None)
-    if not (lock and end and lock.started_at and end.finished_at):
+    primary = plan.loaded.model.primary_after
+
+    def timing(kind: StepKind, host: str | None = None) -> tuple[float | None, float | None]:
+        step = next((s for s in plan.steps if s.id.kind is kind
+                     and (host is None or s.id.subject == host)), None)
+        if step is None:
+            return None, None
+        record = journal.step(step.key)
+        return record.started_at, record.finished_at
+
+    lock_start, _ = timing(StepKind.READ_LOCK)
+    _, end = timing(StepKind.UNLOCK, primary)
+    if end is None:
+        _, end = timing(StepKind.START_SERVICE, primary)
+    copy_start, copy_end = timing(StepKind.COPY)
+    if lock_start is None or end is None:
         return
-    downtime = end.finished_at - lock.started_at
-    journal.capture("figures.write_downtime_seconds", round(downtime, 3))
-    if copy and copy.started_at and copy.finished_at:
-        journal.capture("figures.downtime_minus_copy_seconds",
-                        round(downtime - (copy.finished_at - copy.started_at), 3))
+    downtime = end - lock_start
+    journal.capture(str(WRITE_DOWNTIME), round(downtime, 3))
+    if copy_start is not None and copy_end is not None:
+        journal.capture(str(DOWNTIME_MINUS_COPY), round(downtime - (copy_end - copy_start), 3))
 
 
 def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,
-              journal_path: Path | None = None, plan: Plan | None = None) -> Journal:
-    """Start a run. `plan` is the one already shown to the operator, if any: it is what runs."""
+              journal_path: Path | None = None, plan: Plan | None = None,
+              reviewed: Path | None = None) -> Journal:
+    """Start a run. `plan` is the one already shown to the operator, if any: it is what runs.
+    `reviewed`: a plan file (`plan --detect --out`) this run must equal, action for action."""
     require_secrets(loaded)
-    plan = plan or detected_plan(loaded)
-    journal = new_journal(loaded, plan, journal_path)
+    detection = MemoryJournal("detect")
+    plan = plan or detected_plan(loaded, journal=detection)
+    if reviewed is not None:
+        check_reviewed(reviewed, plan)
+    journal = new_journal(loaded, plan, journal_path, detection)
     with JournalLock(journal.path):
         execute(loaded, plan, journal, console, yes=yes)
     return journal
+
+
+def check_reviewed(path: Path, plan: Plan) -> None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        steps, digest = doc["steps"], doc["plan_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(f"cannot read the reviewed plan {path}: {exc}") from None
+    current = plan_document(plan)
+    if current["plan_sha256"] == digest:
+        return
+    diff = differences(steps, current["steps"]) or ["the plan file was edited (its hash differs)"]
+    raise GateRefused(f"this run's plan differs from the reviewed plan {path} "
+                      f"({digest[:12]} reviewed, {current['plan_sha256'][:12]} now); nothing was "
+                      "changed:\n" + "\n".join(diff[:40]))
 
 
 def continue_run(journal_path: Path, runbook: str | None, console: Console, *, yes: bool,
@@ -149,67 +233,62 @@ def continue_run(journal_path: Path, runbook: str | None, console: Console, *, y
 
 
 def from_journal(journal_path: Path, runbook: str | None) -> tuple[LoadedRunbook, Plan, Journal]:
-    from resync.run.engine import check_journal_matches
-
     journal = Journal.load(journal_path)
     loaded = load_runbook(runbook or journal.data.runbook_path)
     require_secrets(loaded)
+    if journal.data.runbook_sha256 != loaded.sha256:
+        raise GateRefused(
+            f"the runbook {journal.data.runbook_path} changed since this run started "
+            "(sha256 differs): refusing to resume or roll back with different instructions")
     plan = build_plan(loaded, journaled_facts(loaded, journal.data.captured))
-    check_journal_matches(journal, plan.steps, loaded.sha256)
+    now = plan_document(plan)["plan_sha256"]
+    if now != journal.data.plan_sha256:
+        raise GateRefused(f"the plan built now ({now[:12]}) differs from the plan this run "
+                          f"executes ({journal.data.plan_sha256[:12]}): refusing (was resync "
+                          "upgraded mid-run?)")
     return loaded, plan, journal
 
 
-class _MemoryJournal(Journal):
-    """Read-only commands record into memory: nothing of theirs needs to survive a crash."""
-
-    def save(self) -> None:
-        pass
-
-
-def scratch_context(loaded: LoadedRunbook) -> RunContext:
-    """A context for read-only commands (check, verify, status)."""
-    from resync.run.executor import RunContext
-    from resync.run.journal import JournalData
-
-    data = JournalData(run_id="scratch", runbook_path=str(loaded.path),
-                       runbook_sha256=loaded.sha256, created_at=time.time(), steps=[])
-    return RunContext(loaded, _MemoryJournal(Path("/dev/null"), data))
+def scratch_executor(loaded: LoadedRunbook) -> Executor:
+    """An executor for read-only commands (check, verify, status): records stay in memory."""
+    return executor_for(loaded, MemoryJournal())
 
 
 def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: bool) -> None:
     """Delete the recipient's kept old datadir, only after a finished, verified run."""
     from rich.prompt import Confirm
 
-    from resync.actions.types import Ref, Shell
-    from resync.run.executor import RunContext
-    from resync.run.journal import StepState
-    from resync.steps.datadir import OLD_DATADIR
+    from resync.steps.verify import verify_step_id
 
     with JournalLock(journal_path):
         journal = Journal.load(journal_path)
         loaded = load_runbook(runbook or journal.data.runbook_path)
-        verified = [s for s in journal.data.steps if s.key.startswith("verify-data:")]
+        rb = loaded.model
+        verify = str(verify_step_id(rb.primary_after, rb.replica_after))
+        verified = [s for s in journal.data.steps if s.key == verify]
         if journal.data.outcome != "done" or not verified or verified[0].state is not StepState.DONE:
             raise GateRefused("refusing to delete the old datadir: the run has not finished with "
                               "its data verified (outcome: "
                               f"{journal.data.outcome or 'unfinished'}); it may be the only good copy")
-        old = journal.data.captured.get(OLD_DATADIR)
-        if not old or journal.data.captured.get("cleanup.removed"):
+        old = journal.data.captured.get(str(OLD_DATADIR))
+        if not old or journal.data.captured.get(str(CLEANUP_REMOVED)):
             console.print("nothing to clean up: the old datadir was already removed")
             return
         recipient = loaded.model.recipient
-        ctx = RunContext(loaded, journal)
-        ctx.begin_step("cleanup")
+        exe = executor_for(loaded, journal)
+        exe.begin("cleanup")
+        size_key = Key("cleanup.old_datadir_size")
         try:
-            size = ctx.shell(Shell.line(recipient, "du -sh ", Ref(OLD_DATADIR), " | cut -f1",
-                                        privileged=True)).stdout.strip()
-            console.print(f"old datadir of {recipient}: {old} ({size})")
+            exe.run([Shell.line(recipient, "du -sh ", Ref(OLD_DATADIR), " | cut -f1",
+                                privileged=True, into=size_key)])
+            console.print(f"old datadir of {recipient}: {old} "
+                          f"({journal.data.captured.get(str(size_key))})")
             if not yes and not Confirm.ask("delete it for good?", console=console, default=False):
                 raise Aborted("cleanup aborted by the operator; nothing was deleted")
-            ctx.shell(Shell.line(recipient, "rm -rf -- ", Ref(OLD_DATADIR), " ",
-                                 Ref(OLD_DATADIR), ".rejected", privileged=True))
-            journal.capture("cleanup.removed", time.time())
+            exe.run([When(IsSet(OLD_DATADIR), (Shell.line(
+                recipient, "rm -rf -- ", Ref(OLD_DATADIR), " ", Ref(OLD_DATADIR), ".rejected",
+                privileged=True),))], prefix="1.")
+            journal.capture(str(CLEANUP_REMOVED), time.time())
         finally:
-            ctx.begin_step(None)
-            ctx.close()
+            exe.close()
         console.print(f"removed {old}")

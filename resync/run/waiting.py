@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from resync.model.errors import WaitTimeout
@@ -24,18 +23,6 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-
-@dataclass
-class FakeClock:
-    """A clock for tests: sleep() advances time instantly."""
-
-    t: float = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def wait_until(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from resync.actions.types import Action, Ref, Shell, q
-from resync.steps.base import Step, StepContext
+from resync.actions.quoting import q
+from resync.actions.types import Action, Ref, Shell
+from resync.model.keys import OLD_DATADIR, StepId, StepKind
+from resync.steps.base import Step
 from resync.steps.services import require_stopped
-
-OLD_DATADIR = "recipient.old_datadir"
 
 
 def old_datadir_path(datadir: str, run_id: str) -> str:
@@ -19,7 +19,7 @@ class MoveDatadirAside(Step):
 
     def __init__(self, host: str, datadir: str, owner: str) -> None:
         self.host_name, self.datadir, self.owner = host, datadir.rstrip("/"), owner
-        self.key = f"move-datadir-aside:{host}"
+        self.id = StepId(StepKind.MOVE_DATADIR, host)
         self.title = f"Move {host}'s datadir aside (kept) and create an empty one"
         self.hosts = (host,)
         user, _, group = owner.partition(":")
@@ -28,36 +28,20 @@ class MoveDatadirAside(Step):
     def plan(self) -> tuple[Action, ...]:
         d = q(self.datadir)
         old = Ref(OLD_DATADIR)
-        # idempotent: a crash between the two halves is finished by running it again
-        return (Shell.line(
-            self.host_name,
-            "set -e; if [ ! -e ", old, " ]; then mv -T ", d, " ", old, "; fi; "
-            f"[ -d {d} ] || install -d -o {q(self.user)} -g {q(self.group)} -m 0750 {d}",
-            privileged=True),)
+        # safe to repeat: a crash between the two halves is finished by running it again
+        return (*require_stopped(self.host_name, self.datadir, "refusing to move its datadir"),
+                Shell.line(self.host_name,
+                           "set -e; if [ ! -e ", old, " ]; then mv -T ", d, " ", old, "; fi; "
+                           f"[ -d {d} ] || install -d -o {q(self.user)} -g {q(self.group)} "
+                           f"-m 0750 {d}", privileged=True))
 
     def undo_plan(self) -> tuple[Action, ...]:
         d = q(self.datadir)
         old = Ref(OLD_DATADIR)
         # the copied datadir is moved aside too (".rejected"), not deleted
-        return (Shell.line(
-            self.host_name,
-            "set -e; if [ -d ", old, " ]; then if [ -e ", d, " ]; then mv -T ", d, " ", old,
-            ".rejected; fi; mv -T ", old, " ", d, "; fi; test -d ", d, privileged=True),)
-
-    def observe(self, ctx: StepContext) -> bool:
-        probe = Shell.line(self.host_name, "test -d ", Ref(OLD_DATADIR), f" && test -d {q(self.datadir)}"
-                           f" && [ -z \"$(ls -A {q(self.datadir)})\" ]")
-        return ctx.shell(probe, check=False).ok
-
-    def run(self, ctx: StepContext) -> None:
-        require_stopped(ctx, self.host_name, self.datadir, "refusing to move its datadir")
-        super().run(ctx)
-
-    def verify(self, ctx: StepContext) -> None:
-        ctx.shell(Shell.line(self.host_name, "test -d ", Ref(OLD_DATADIR),
-                             f" && test -d {q(self.datadir)}"))
-
-    def undo(self, ctx: StepContext) -> None:
-        require_stopped(ctx, self.host_name, self.datadir, "stop it before its old datadir is "
-                        "restored")
-        super().undo(ctx)
+        return (*require_stopped(self.host_name, self.datadir,
+                                 "stop it before its old datadir is restored"),
+                Shell.line(self.host_name,
+                           "set -e; if [ -d ", old, " ]; then if [ -e ", d, " ]; then mv -T ", d,
+                           " ", old, ".rejected; fi; mv -T ", old, " ", d, "; fi; test -d ", d,
+                           privileged=True))

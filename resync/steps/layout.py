@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
-from resync.actions.types import q
 from resync.model.errors import ResyncError
-from resync.model.runbook import LoadedRunbook
-from resync.steps.base import StepContext
 
 # InnoDB files that live outside the datadir when these point elsewhere: the copy would miss them
 DIRECTORY_VARIABLES = ("innodb_data_home_dir", "innodb_log_group_home_dir", "innodb_undo_directory")
@@ -15,11 +13,12 @@ DIRECTORY_VARIABLES = ("innodb_data_home_dir", "innodb_log_group_home_dir", "inn
 MUST_MATCH = ("innodb_page_size", "lower_case_table_names", "innodb_data_file_path")
 
 
-def server_layout(ctx: StepContext, host: str) -> dict[str, str]:
-    names = DIRECTORY_VARIABLES + MUST_MATCH
-    rows = ctx.query(host, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ("
-                     + ", ".join(["%s"] * len(names)) + ")", names)
-    return {str(r["Variable_name"]).lower(): str(r["Value"] or "") for r in rows}
+LAYOUT_VARIABLES = DIRECTORY_VARIABLES + MUST_MATCH
+
+
+def layout_of(rows_json: str) -> dict[str, str]:
+    """SHOW GLOBAL VARIABLES rows (captured as JSON [[name, value], ...]) as a mapping."""
+    return {str(name).lower(): str(value or "") for name, value in json.loads(rows_json)}
 
 
 def innodb_dirs_inside(layout: Mapping[str, str], datadir: str, host: str) -> str:
@@ -40,15 +39,3 @@ def settings_match(donor: Mapping[str, str], recipient: Mapping[str, str]) -> st
                           "settings baked into the copied files (" + "; ".join(differ) + "): "
                           "align its my.cnf first")
     return ", ".join(f"{n}={donor.get(n)}" for n in MUST_MATCH)
-
-
-def not_a_mount_point(ctx: StepContext, loaded: LoadedRunbook) -> str:
-    rb = loaded.model
-    datadir = rb.hosts[rb.recipient].datadir.rstrip("/")
-    probe = ctx.host(rb.recipient).run(f"mountpoint -q {q(datadir)}", check=False)
-    if probe.exit_code == 0:
-        raise ResyncError(
-            f"{datadir} on {rb.recipient} is a mount point: resync moves the old datadir aside "
-            "with a rename, which cannot move a mount point. Mount the volume one level up "
-            f"(e.g. {datadir}-vol) with the datadir a directory inside it")
-    return f"{datadir} is a directory (renamed aside, kept on the same filesystem)"

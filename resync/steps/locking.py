@@ -1,107 +1,72 @@
-"""FLUSH TABLES WITH READ LOCK held on a dedicated connection, coordinates captured under it."""
+"""FLUSH TABLES WITH READ LOCK held on a dedicated session, coordinates captured under it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from resync.actions.dialect import Dialect
-from resync.actions.types import Action, Sql
-from resync.model.errors import DatabaseError, LockTimeout, ResyncError
-from resync.steps.base import Step, StepContext
+from resync.actions.types import Action, Capture, CaptureRows, HoldLock, ReleaseLock, Sql
+from resync.model.keys import Coordinates, StepId, StepKind
+from resync.steps.base import Step
 
-if TYPE_CHECKING:
-    from resync.transport.mysql import Session
+BLOCKERS = ("SELECT ID, USER, TIME, STATE, LEFT(INFO, 120) AS INFO "
+            "FROM information_schema.PROCESSLIST "
+            "WHERE COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump') "
+            "AND ID <> CONNECTION_ID() ORDER BY TIME DESC LIMIT 10")
 
-_LOCK_WAIT = "1205"
+
+def lock_session(host: str, purpose: str) -> str:
+    return f"read-lock:{host}:{purpose}"
 
 
-def coordinates_sql(host: str, dialect: Dialect) -> tuple[Sql, Sql]:
+def read_lock(host: str, session: str, timeout: int) -> HoldLock:
+    """FTWRL on a new session; on a lock-wait timeout the blockers are named, nothing is held."""
+    return HoldLock(host, session, (
+        Sql(host, "SET SESSION lock_wait_timeout = %s", (timeout,), session=session),
+        Sql(host, "FLUSH TABLES WITH READ LOCK", session=session)),
+        diagnose=CaptureRows(host, BLOCKERS),
+        what=f"FLUSH TABLES WITH READ LOCK on {host} within {timeout}s")
+
+
+def capture_coordinates(host: str, dialect: Dialect, at: Coordinates,
+                        session: str | None) -> tuple[Capture, Capture]:
     status, gtid = dialect.binlog_status(), dialect.gtid_position()
-    return Sql(host, status.sql, status.params), Sql(host, gtid.sql, gtid.params)
-
-
-def capture_coordinates(ctx: StepContext, session: Session, host: str, dialect: Dialect,
-                        prefix: str) -> None:
-    status_sql, gtid_sql = coordinates_sql(host, dialect)
-    rows = ctx.sql(status_sql, session)
-    if not rows:
-        raise ResyncError(f"{host} returned no binary log status: is log_bin enabled?")
-    gtid_rows = ctx.sql(gtid_sql, session)
-    gtid = next(iter(gtid_rows[0].values())) if gtid_rows else ""
-    ctx.capture(f"{prefix}.file", str(rows[0]["File"]))
-    ctx.capture(f"{prefix}.pos", int(str(rows[0]["Position"])))
-    ctx.capture(f"{prefix}.gtid", str(gtid or "").replace("\n", ""))
-
-
-def blocking_queries(ctx: StepContext, host: str) -> str:
-    rows = ctx.query(host, "SELECT ID, USER, TIME, STATE, LEFT(INFO, 120) AS INFO "
-                           "FROM information_schema.PROCESSLIST "
-                           "WHERE COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump') "
-                           "AND ID <> CONNECTION_ID() ORDER BY TIME DESC LIMIT 10")
-    return "; ".join(f"id {r['ID']} {r['USER']} {r['TIME']}s {r['STATE']}: {r['INFO']}"
-                     for r in rows) or "(none visible)"
-
-
-def take_read_lock(ctx: StepContext, host: str, timeout: int) -> Session:
-    """FTWRL on a new connection; on timeout report who blocks it and leave nothing locked."""
-    session = ctx.new_session(host)
-    try:
-        ctx.sql(Sql(host, "SET SESSION lock_wait_timeout = %s", (timeout,)), session)
-        ctx.sql(Sql(host, "FLUSH TABLES WITH READ LOCK"), session)
-    except DatabaseError as exc:
-        session.close()
-        if _LOCK_WAIT in str(exc) or "timeout" in str(exc).lower():
-            raise LockTimeout(f"could not take FLUSH TABLES WITH READ LOCK on {host} within "
-                              f"{timeout}s; nothing was changed. Blocking: "
-                              f"{blocking_queries(ctx, host)}") from None
-        raise
-    return session
+    return (Capture(host, status.sql, status.params, session,
+                    columns=(("File", at.file), ("Position", at.pos)),
+                    missing="returned no binary log status: is log_bin enabled?"),
+            Capture(host, gtid.sql, gtid.params, session, columns=(("gtid", at.gtid),)))
 
 
 class ReadLockAndCapture(Step):
     """Stop writes on a host and record its binlog coordinates; the lock stays held after the step."""
 
     def __init__(self, host: str, dialect: Dialect, prefix: str, timeout: int, purpose: str,
-                 released_by: str) -> None:
-        self.host_name, self.dialect, self.prefix, self.timeout = host, dialect, prefix, timeout
+                 released_by: StepId) -> None:
+        self.host_name, self.dialect, self.timeout = host, dialect, timeout
+        self.at = Coordinates.named(prefix)
         self.released_by = released_by
-        self.key = f"read-lock:{host}:{prefix}"
+        self.session = lock_session(host, prefix)
+        self.holds_session = self.session
+        self.id = StepId(StepKind.READ_LOCK, host, prefix)
         self.title = f"Read-lock {host} and record its coordinates ({purpose})"
         self.hosts = (host,)
-        self.why = ("FLUSH TABLES WITH READ LOCK on a dedicated connection that stays open; "
-                    f"coordinates captured as {prefix}.file / {prefix}.pos / {prefix}.gtid")
+        self.why = ("FLUSH TABLES WITH READ LOCK on a dedicated session that stays open; "
+                    f"coordinates captured as {self.at.file} / {self.at.pos} / {self.at.gtid}")
 
     def plan(self) -> tuple[Action, ...]:
-        return (Sql(self.host_name, "SET SESSION lock_wait_timeout = %s", (self.timeout,)),
-                Sql(self.host_name, "FLUSH TABLES WITH READ LOCK"),
-                *coordinates_sql(self.host_name, self.dialect))
-
-    def run(self, ctx: StepContext) -> None:
-        session = take_read_lock(ctx, self.host_name, self.timeout)
-        ctx.hold(self.host_name, session)
-        capture_coordinates(ctx, session, self.host_name, self.dialect, self.prefix)
-
-    def in_effect(self, ctx: StepContext) -> bool:
-        return ctx.holds(self.host_name)
+        return (read_lock(self.host_name, self.session, self.timeout),
+                *capture_coordinates(self.host_name, self.dialect, self.at, self.session))
 
     def undo_plan(self) -> tuple[Action, ...]:
-        return (Sql(self.host_name, "UNLOCK TABLES"),)
-
-    def undo(self, ctx: StepContext) -> None:
-        ctx.release(self.host_name)
+        return (ReleaseLock(self.host_name, self.session),)
 
 
 class Unlock(Step):
-    def __init__(self, host: str) -> None:
-        self.host_name = host
-        self.key = f"unlock:{host}"
+    why = "writes may resume: the replica is running and caught up"
+
+    def __init__(self, host: str, session: str) -> None:
+        self.host_name, self.session = host, session
+        self.id = StepId(StepKind.UNLOCK, host)
         self.title = f"Release the read lock on {host}"
         self.hosts = (host,)
-        self.why = "writes may resume: the replica is running and caught up"
 
     def plan(self) -> tuple[Action, ...]:
-        return (Sql(self.host_name, "UNLOCK TABLES"),)
-
-    def run(self, ctx: StepContext) -> None:
-        # after a crash the connection, and so the lock, is already gone
-        ctx.release(self.host_name)
+        return (ReleaseLock(self.host_name, self.session),)

@@ -1,30 +1,80 @@
-"""Preflight: every check that must pass before anything is changed (`resync check` runs it alone)."""
+"""Preflight: every check that must pass before anything is changed (`resync check` runs it alone).
+
+Each check is a list of read-only leaf actions (queries, commands: journaled like any other)
+and a verdict over what they captured. All checks run, so one refusal lists every problem.
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from resync.actions.dialect import ServerVersion
-from resync.actions.types import Action, Check, q
-from resync.model.errors import DatabaseError, HostError, PreflightFailed, ResyncError
+from resync.actions.quoting import argv, q
+from resync.actions.types import (
+    Action,
+    Capture,
+    Captured,
+    CaptureRows,
+    Composite,
+    Leaf,
+    Login,
+    Shell,
+    Template,
+)
+from resync.model.errors import PreflightFailed, ResyncError
+from resync.model.keys import DONOR_BYTES, Key, StepId, StepKind, preflight_value
 from resync.model.runbook import LoadedRunbook
 from resync.plan.estimate import PROBE_BYTES, Estimate
-from resync.steps.base import Step, StepContext
-
-if TYPE_CHECKING:
-    from resync.transport.local import Host
+from resync.run.executor import CompositeRun
+from resync.steps.base import Step
 from resync.steps.copy.commands import CopySpec, parent_dir, ssh_reachability
-from resync.steps.copy.pipeline import DONOR_BYTES, measure_bandwidth
-from resync.steps.layout import innodb_dirs_inside, not_a_mount_point, server_layout, settings_match
-
-if TYPE_CHECKING:
-    from resync.transport.mysql import ConnectionSpec
+from resync.steps.copy.pipeline import PROBE_RATE, BandwidthProbe
+from resync.steps.layout import (
+    LAYOUT_VARIABLES,
+    innodb_dirs_inside,
+    layout_of,
+    settings_match,
+)
 
 DISK_FACTOR = 1.1
 DONOR_TOOLS = ("tar", "nc", "openssl", "du")
 RECIPIENT_TOOLS = ("tar", "nc", "openssl", "ss", "du", "df", "find")
+RESULTS = Key("preflight.results")  # JSON [[name, ok, detail], ...]
+SERVER_FACTS = ("server_id", "log_bin", "datadir", "version", "comment")
+
+
+class Skip(Exception):
+    """A verdict that cannot be given because an earlier check failed."""
+
+
+Judge = Callable[[Captured], str]
+
+
+@dataclass(frozen=True)
+class Verdict(Leaf):
+    """The decision of one check over what its actions captured (a journal record of its own)."""
+
+    name: str
+    criterion: str
+    host: str = "-"
+    kind = "check"
+
+    def template(self) -> Template:
+        return (f"check {self.name}: {self.criterion}",)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    criterion: str
+    actions: tuple[Leaf | Composite, ...]
+    judge: Judge
+
+    def verdict(self) -> Verdict:
+        return Verdict(self.name, self.criterion)
 
 
 @dataclass(frozen=True)
@@ -34,52 +84,77 @@ class CheckResult:
     detail: str
 
 
+class Checks(Composite):
+    def __init__(self, host: str, checks: tuple[Check, ...]) -> None:
+        self.host, self.checks = host, checks
+        self.title = f"{len(checks)} preflight checks (read-only)"
+
+    def parts(self) -> tuple[Leaf, ...]:
+        out: list[Leaf] = []
+        for check in self.checks:
+            for action in check.actions:
+                out += action.parts() if isinstance(action, Composite) else [action]
+            out.append(check.verdict())
+        return tuple(out)
+
+    def execute(self, run: CompositeRun) -> None:
+        results: list[CheckResult] = []
+        index = 0
+        for check in self.checks:
+            started = time.monotonic()
+            failure: str | None = None
+            for action in check.actions:
+                width = len(action.parts()) if isinstance(action, Composite) else 1
+                if failure is None:
+                    try:
+                        if isinstance(action, Composite):
+                            action.execute(CompositeRun(run.executor, run.aid, action, index))
+                        else:
+                            run.do(index)
+                    except ResyncError as exc:
+                        failure = str(exc)
+                index += width
+            result = _judge(check, run.captured, failure)
+            results.append(result)
+            run.record(index, result.ok, started, result.detail)
+            index += 1
+        run.capture(RESULTS, json.dumps([[r.name, r.ok, r.detail] for r in results]))
+        failures = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+        if failures:
+            raise PreflightFailed(failures)
+
+
+def _judge(check: Check, captured: Captured, failure: str | None) -> CheckResult:
+    if failure is not None:
+        return CheckResult(check.name, False, failure)
+    try:
+        return CheckResult(check.name, True, check.judge(captured))
+    except Skip as exc:
+        return CheckResult(check.name, False, f"not checked: {exc}")
+    except (ResyncError, ValueError) as exc:
+        return CheckResult(check.name, False, str(exc))
+
+
+def results_of(captured: Captured) -> list[CheckResult]:
+    raw = captured.get(str(RESULTS))
+    return [CheckResult(str(n), bool(ok), str(d)) for n, ok, d in json.loads(str(raw))] if raw else []
+
+
 class Preflight(Step):
-    why = "read-only: refuses the run (exit 3) before anything is changed"
+    why = "read-only: refuses the run (exit 3) before anything is changed; it cannot be skipped"
 
     def __init__(self, loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str] = frozenset(),
                  versions: Mapping[str, ServerVersion] | None = None) -> None:
         self.loaded, self.spec, self.down = loaded, spec, down
         self.versions = dict(versions or {})
         rb = loaded.model
-        self.key = "preflight"
+        self.id = StepId(StepKind.PREFLIGHT)
         self.title = "Preflight checks (read-only)"
         self.hosts = (rb.donor, rb.recipient)
 
     def plan(self) -> tuple[Action, ...]:
-        rb = self.loaded.model
-        return tuple(Check(host, text) for host, text in (
-            (rb.donor, "connect; read version, server_id, log_bin, datadir"),
-            (rb.recipient, "connect; read version, server_id, log_bin, datadir"),
-            (rb.donor, f"replication user '{rb.replication.user}' exists with REPLICATION SLAVE "
-                       "and its password works"),
-            (rb.recipient, "server_id differs from the donor's; version not older than the "
-                           "donor's; same flavor"),
-            (rb.primary_after, "log_bin is ON (it will be the replication source)"),
-            (rb.donor, "InnoDB data/redo/undo directories inside the datadir (the copy carries "
-                       "only the datadir); innodb_page_size, lower_case_table_names, "
-                       "innodb_data_file_path equal on both"),
-            (rb.recipient, "the datadir is not a mount point (it is renamed aside)"),
-            (rb.donor, f"tools present: {', '.join(donor_tools(self.spec))}; datadir size "
-                       "(du -sb)"),
-            (rb.recipient, f"tools present: {', '.join(recipient_tools(self.spec))}; free disk >= "
-                           f"{DISK_FACTOR} x donor datadir; copy port {rb.copy_.port} free"),
-            *([(rb.donor, f"ssh -o BatchMode=yes {self.spec.ssh_target} true: the donor reaches "
-                          "the recipient over SSH without a prompt")]
-              if self.spec.method == "ssh" else []),
-            (rb.recipient, "estimate: bandwidth probe of "
-                           f"{PROBE_BYTES // 2**20} MB over the copy transport (or "
-                           "copy.bandwidth_mb_per_s), datadir size -> copy time, write-downtime"),
-        ))
-
-    def results(self, ctx: StepContext) -> list[CheckResult]:
-        return run_checks(ctx, self.loaded, self.spec, self.down, self.versions)
-
-    def run(self, ctx: StepContext) -> None:
-        results = self.results(ctx)
-        failures = [f"{r.name}: {r.detail}" for r in results if not r.ok]
-        if failures:
-            raise PreflightFailed(failures)
+        return (Checks(self.loaded.model.recipient, build_checks(self.loaded, self.spec,
+                                                                 self.down, self.versions)),)
 
 
 def donor_tools(spec: CopySpec) -> tuple[str, ...]:
@@ -93,116 +168,196 @@ def recipient_tools(spec: CopySpec) -> tuple[str, ...]:
     return (*RECIPIENT_TOOLS, *([spec.compress] if spec.compress != "none" else []))
 
 
-def run_checks(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec,
-               down: frozenset[str] = frozenset(), versions: Mapping[str, ServerVersion] | None = None,
-               connector: Callable[[ConnectionSpec], object] | None = None) -> list[CheckResult]:
-    from resync.transport.mysql import connect
+def _value(captured: Captured, host: str, name: str) -> object:
+    key = str(preflight_value(host, name))
+    if key not in captured:
+        raise Skip(f"{host} did not answer")
+    return captured[key]
 
+
+def _version(captured: Captured, host: str, known: Mapping[str, ServerVersion]) -> ServerVersion:
+    if host in known:
+        return known[host]
+    return ServerVersion.from_server(str(_value(captured, host, "version")),
+                                     str(_value(captured, host, "comment")))
+
+
+def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
+                 versions: Mapping[str, ServerVersion]) -> tuple[Check, ...]:
     rb = loaded.model
-    connector = connector or connect
-    results: list[CheckResult] = []
-
-    def check(name: str, fn: Callable[[], str]) -> None:
-        try:
-            results.append(CheckResult(name, True, fn()))
-        except (ResyncError, ValueError) as exc:
-            results.append(CheckResult(name, False, str(exc)))
-
-    facts: dict[str, dict[str, object]] = {}
-
-    def read_facts(host: str) -> str:
-        row = ctx.query(host, "SELECT @@GLOBAL.server_id AS server_id, @@GLOBAL.log_bin AS log_bin, "
-                              "@@GLOBAL.datadir AS datadir, @@GLOBAL.version AS version, "
-                              "@@GLOBAL.version_comment AS comment")[0]
-        row["parsed"] = ServerVersion.from_server(str(row["version"]), str(row["comment"]))
-        facts[host] = row
-        datadir = str(row["datadir"]).rstrip("/")
-        if datadir != rb.hosts[host].datadir.rstrip("/"):
-            raise ResyncError(f"the server's datadir is {datadir}, the runbook says "
-                              f"{rb.hosts[host].datadir}")
-        return f"{row['parsed']}, server_id {row['server_id']}, log_bin {row['log_bin']}"
-
-    for host in (rb.donor, rb.recipient):
+    donor, recipient = rb.donor, rb.recipient
+    up = [h for h in (donor, recipient) if h not in down]
+    stopped = {h: v for h, v in versions.items() if h in down}
+    checks: list[Check] = []
+    for host in (donor, recipient):
         if host in down:
-            version = (versions or {}).get(host)
-            check(f"{host}: server down", lambda v=version: (  # type: ignore[misc]
-                f"not running and its datadir is not in use: accepted as the recipient; version "
-                f"{v} read from its binary; server_id and log_bin are only known once it starts"))
+            seen = (f"not running and its datadir is not in use: accepted as the recipient; "
+                    f"version {versions.get(host)} read from its binary; server_id and log_bin "
+                    "are only known once it starts")
+            checks.append(Check(f"{host}: server down", "not running, its datadir not in use",
+                                (), lambda c, s=seen: s))  # type: ignore[misc]
             continue
-        check(f"{host}: connect", lambda h=host: read_facts(h))  # type: ignore[misc]
-    # what the servers said, else (a stopped recipient) what its binary said when the plan was built
-    known = {**(versions or {}), **{h: f["parsed"] for h, f in facts.items()}}
-    if rb.donor in known and rb.recipient in known:
-        check("versions compatible",
-              lambda: _compatible(known[rb.donor], known[rb.recipient]))  # type: ignore[arg-type]
-    if len(facts) == 2:
-        d, r = facts[rb.donor], facts[rb.recipient]
-        check("distinct server_id", lambda: _distinct(d["server_id"], r["server_id"]))
-        check(f"{rb.primary_after}: log_bin on",
-              lambda: _true(facts[rb.primary_after]["log_bin"], "binary logging is off; the new "
-                            "primary needs log_bin (set it in my.cnf and restart)"))
-    layouts: dict[str, dict[str, str]] = {}
-
-    def layout_of(host: str) -> str:
-        layouts[host] = server_layout(ctx, host)
-        return innodb_dirs_inside(layouts[host], rb.hosts[host].datadir, host)
-
-    for host in list(facts):
-        check(f"{host}: InnoDB files in the datadir", lambda h=host: layout_of(h))  # type: ignore[misc]
-    if len(layouts) == 2:
-        check("physical settings match",
-              lambda: settings_match(layouts[rb.donor], layouts[rb.recipient]))
-    check(f"{rb.recipient}: datadir not a mount point", lambda: not_a_mount_point(ctx, loaded))
-    if rb.donor in facts:
-        check("replication user", lambda: _replication_user(ctx, loaded, connector))
-    check(f"{rb.donor}: tools", lambda: _tools(ctx, rb.donor, donor_tools(spec)))
-    check(f"{rb.recipient}: tools", lambda: _tools(ctx, rb.recipient, recipient_tools(spec)))
-    check("disk space", lambda: _disk(ctx, loaded, spec))
+        checks.append(Check(
+            f"{host}: connect", "answers; its datadir is the runbook's",
+            (Capture(host, "SELECT @@GLOBAL.server_id AS server_id, @@GLOBAL.log_bin AS log_bin, "
+                           "@@GLOBAL.datadir AS datadir, @@GLOBAL.version AS version, "
+                           "@@GLOBAL.version_comment AS comment",
+                     columns=tuple((n, preflight_value(host, n)) for n in SERVER_FACTS)),),
+            lambda c, h=host: _server(c, h, rb.hosts[h].datadir, stopped)))  # type: ignore[misc]
+    checks.append(Check("versions compatible", "same flavor; the recipient not older", (),
+                        lambda c: _compatible(_version(c, donor, stopped),
+                                              _version(c, recipient, stopped))))
+    if not down:
+        checks.append(Check("distinct server_id", "the two servers differ", (), lambda c: _distinct(
+            _value(c, donor, "server_id"), _value(c, recipient, "server_id"))))
+        checks.append(Check(f"{rb.primary_after}: log_bin on", "the new primary logs binary logs",
+                            (), lambda c: _true(_value(c, rb.primary_after, "log_bin"),
+                                                "binary logging is off; the new primary needs "
+                                                "log_bin (set it in my.cnf and restart)")))
+    for host in up:
+        checks.append(Check(
+            f"{host}: InnoDB files in the datadir", "data, redo and undo directories inside it",
+            (CaptureRows(host, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ("
+                               + ", ".join(["%s"] * len(LAYOUT_VARIABLES)) + ")",
+                         LAYOUT_VARIABLES, into=preflight_value(host, "layout")),),
+            lambda c, h=host: innodb_dirs_inside(_layout(c, h), rb.hosts[h].datadir, h)))  # type: ignore[misc]
+    if not down:
+        checks.append(Check("physical settings match", "page size, case sensitivity, ibdata",
+                            (), lambda c: settings_match(_layout(c, donor), _layout(c, recipient))))
+    datadir = rb.hosts[recipient].datadir.rstrip("/")
+    checks.append(Check(
+        f"{recipient}: datadir not a mount point", "it is renamed aside, so it must be a directory",
+        (Shell.line(recipient, f"if mountpoint -q {q(datadir)}; then echo mount; else echo dir; fi",
+                    into=preflight_value(recipient, "datadir_kind")),),
+        lambda c: _not_a_mount_point(c, recipient, datadir)))
+    if donor not in down:
+        checks.append(_replication_user_check(loaded))
+    for host, tools in ((donor, donor_tools(spec)), (recipient, recipient_tools(spec))):
+        checks.append(Check(
+            f"{host}: tools", f"{', '.join(tools)} installed",
+            (Shell.line(host, "; ".join(f"command -v {t} >/dev/null || echo {t}" for t in tools),
+                        into=preflight_value(host, "missing_tools")),),
+            lambda c, h=host, t=tools: _tools(c, h, t)))  # type: ignore[misc]
+    skip = " ".join(f"--exclude={q(p.removeprefix('./'))}" for p in spec.excludes)
+    checks.append(Check(
+        "disk space", f"free space on {recipient} >= {DISK_FACTOR} x the donor's datadir as copied",
+        (Shell.line(donor, f"du -sb {skip} {q(spec.donor_datadir)} | cut -f1", privileged=True,
+                    into=DONOR_BYTES),
+         Shell.line(recipient, f"df -B1 --output=avail {q(parent_dir(spec.recipient_datadir))} "
+                               "| tail -1", into=preflight_value(recipient, "free_bytes"))),
+        lambda c: _disk(c, recipient, parent_dir(spec.recipient_datadir))))
     if spec.method == "ssh":
-        check(f"{rb.donor}: ssh to {rb.recipient}", lambda: _ssh_reachable(ctx, spec))
+        checks.append(Check(
+            f"{donor}: ssh to {recipient}", "the donor's ssh client logs in without a prompt",
+            (ssh_reachability(spec, preflight_value(donor, "ssh_probe")),),
+            lambda c: _ssh_reachable(c, spec)))
     else:
-        check(f"{rb.recipient}: copy port {rb.copy_.port} free", lambda: _port_free(ctx, loaded))
-    if all(r.ok for r in results):
-        check("downtime estimate", lambda: _estimate(ctx, loaded, spec))
-    return results
+        checks.append(Check(
+            f"{recipient}: copy port {spec.port} free", "nothing listens on it",
+            (Shell.line(recipient, f"ss -Hltn 'sport = :{spec.port}'",
+                        into=preflight_value(recipient, "port_listeners")),),
+            lambda c: _port_free(c, recipient, spec.port)))
+    declared = rb.copy_.bandwidth_mb_per_s
+    probe: tuple[Leaf | Composite, ...] = () if declared else (BandwidthProbe(spec, PROBE_BYTES),)
+    checks.append(Check("downtime estimate", "datadir size / copy bandwidth (" +
+                        (f"{declared:g} MB/s from the runbook)" if declared else
+                         f"a {PROBE_BYTES // 2**20} MB probe)"), probe,
+                        lambda c: _estimate(c, declared)))
+    return tuple(checks)
 
 
-def _ssh_reachable(ctx: StepContext, spec: CopySpec) -> str:
-    result = ctx.shell(ssh_reachability(spec), check=False)
-    if not result.ok:
+def _server(captured: Captured, host: str, datadir: str,
+            known: Mapping[str, ServerVersion]) -> str:
+    found = str(_value(captured, host, "datadir")).rstrip("/")
+    if found != datadir.rstrip("/"):
+        raise ResyncError(f"the server's datadir is {found}, the runbook says {datadir}")
+    return (f"{_version(captured, host, {})}, server_id {_value(captured, host, 'server_id')}, "
+            f"log_bin {_value(captured, host, 'log_bin')}")
+
+
+def _layout(captured: Captured, host: str) -> dict[str, str]:
+    return layout_of(str(_value(captured, host, "layout")))
+
+
+def _not_a_mount_point(captured: Captured, host: str, datadir: str) -> str:
+    if _value(captured, host, "datadir_kind") == "mount":
+        raise ResyncError(
+            f"{datadir} on {host} is a mount point: resync moves the old datadir aside "
+            "with a rename, which cannot move a mount point. Mount the volume one level up "
+            f"(e.g. {datadir}-vol) with the datadir a directory inside it")
+    return f"{datadir} is a directory (renamed aside, kept on the same filesystem)"
+
+
+def _replication_user_check(loaded: LoadedRunbook) -> Check:
+    rb = loaded.model
+    user = rb.replication.user
+    return Check(
+        "replication user", f"'{user}' exists on {rb.donor} with REPLICATION SLAVE and can log in",
+        (Capture(rb.donor, "SELECT COUNT(*) AS n FROM mysql.user WHERE User = %s "
+                           "AND Repl_slave_priv = 'Y'", (user,),
+                 columns=(("n", preflight_value(rb.donor, "replication_users")),)),
+         Login(rb.donor, user, rb.replication.password_env)),
+        lambda c: _replication_user(c, rb.donor, user))
+
+
+def _replication_user(captured: Captured, donor: str, user: str) -> str:
+    if int(str(_value(captured, donor, "replication_users") or 0)) == 0:
+        raise ResyncError(f"no user '{user}' with REPLICATION SLAVE on {donor} (the copy "
+                          f"carries the donor's users): CREATE USER and GRANT REPLICATION SLAVE")
+    return f"'{user}' can log in to {donor} with REPLICATION SLAVE"
+
+
+def _tools(captured: Captured, host: str, tools: tuple[str, ...]) -> str:
+    missing = str(_value(captured, host, "missing_tools") or "").split()
+    if missing:
+        raise ResyncError(f"missing on {host}: {', '.join(missing)} "
+                          "(Debian: apt-get install tar netcat-openbsd openssl iproute2)")
+    return ", ".join(tools)
+
+
+def _disk(captured: Captured, recipient: str, parent: str) -> str:
+    try:
+        size = int(str(captured.get(str(DONOR_BYTES))))
+        avail = int(str(_value(captured, recipient, "free_bytes")))
+    except ValueError:
+        raise ResyncError("could not read the donor's datadir size or the recipient's free "
+                          "space") from None
+    need, gib = int(size * DISK_FACTOR), 1024 ** 3
+    if avail < need:
+        raise ResyncError(f"{recipient} has {avail / gib:.2f} GiB free under {parent}, needs "
+                          f"{need / gib:.2f} GiB (donor datadir x {DISK_FACTOR}; the old datadir "
+                          "is kept beside it)")
+    return (f"to copy: {size / gib:.2f} GiB of the donor's datadir; {avail / gib:.2f} GiB free on "
+            f"{recipient}")
+
+
+def _ssh_reachable(captured: Captured, spec: CopySpec) -> str:
+    out = str(_value(captured, spec.donor, "ssh_probe") or "")
+    if not out.endswith("RESYNC-SSH-OK"):
         raise ResyncError(
             f"{spec.donor} cannot ssh to {spec.ssh_target} without a prompt: "
-            f"{result.tail().strip()[-300:]}. The ssh copy runs `tar c | ssh {spec.ssh_target} "
+            f"{out.strip()[-300:]}. The ssh copy runs `tar c | ssh {spec.ssh_target} "
             f"'tar x'` on {spec.donor}: give {spec.donor} a key the recipient accepts (or forward "
             "your agent), accept the recipient's host key there (ssh-keyscan), or set "
             "copy.ssh.options / copy.ssh.target")
     return f"{spec.donor} reaches {spec.ssh_target} over SSH"
 
 
-def estimate_copy(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec, size: int) -> Estimate:
-    """The copy's duration from the datadir size and the declared or probed bandwidth."""
-    declared = loaded.model.copy_.bandwidth_mb_per_s
+def _port_free(captured: Captured, recipient: str, port: int) -> str:
+    out = str(_value(captured, recipient, "port_listeners") or "").strip()
+    if out:
+        raise ResyncError(f"something already listens on port {port}: {out}; "
+                          "choose another copy.port")
+    return "free"
+
+
+def _estimate(captured: Captured, declared: float | None) -> str:
+    size = captured.get(str(DONOR_BYTES))
     if declared:
-        return Estimate(size, declared * 1e6, "runbook")
-    return Estimate(size, measure_bandwidth(ctx, spec, PROBE_BYTES), "probe")
-
-
-def _estimate(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
-    size = ctx.captured.get(DONOR_BYTES)
-    estimate = estimate_copy(ctx, loaded, spec, int(size) if isinstance(size, int | float) else 0)
-    for key, value in estimate.as_values().items():
-        ctx.capture(key, value)
+        estimate = Estimate(int(str(size or 0)), declared * 1e6, "runbook")
+    else:
+        estimate = Estimate(int(str(size or 0)), float(str(captured[str(PROBE_RATE)])), "probe")
     return estimate.describe()
-
-
-def datadir_bytes(host: Host, datadir: str, excludes: tuple[str, ...] = ()) -> int:
-    """Bytes the copy will carry: the datadir without what the copy leaves out (binlogs...)."""
-    skip = " ".join(f"--exclude={q(p.removeprefix('./'))}" for p in excludes)
-    out = host.run(f"du -sb {skip} {q(datadir)} | cut -f1", privileged=True).stdout.strip()
-    try:
-        return int(out)
-    except ValueError:
-        raise ResyncError(f"could not read the size of {datadir} on {host.name}: {out!r}") from None
 
 
 def _distinct(a: object, b: object) -> str:
@@ -227,66 +382,4 @@ def _true(value: object, why: str) -> str:
     return "on"
 
 
-def _replication_user(ctx: StepContext, loaded: LoadedRunbook,
-                      connector: Callable[[ConnectionSpec], object]) -> str:
-    rb = loaded.model
-    user = rb.replication.user
-    rows = ctx.query(rb.donor, "SELECT COUNT(*) AS n FROM mysql.user WHERE User = %s "
-                               "AND Repl_slave_priv = 'Y'", (user,))
-    if not rows or int(str(rows[0]["n"])) == 0:
-        raise ResyncError(f"no user '{user}' with REPLICATION SLAVE on {rb.donor} (the copy "
-                          f"carries the donor's users): CREATE USER and GRANT REPLICATION SLAVE")
-    password = loaded.secret(rb.replication.password_env, "replication", "password_env")
-    donor = rb.hosts[rb.donor]
-    from resync.transport.mysql import ConnectionSpec
-
-    spec = ConnectionSpec(name=f"{rb.donor} as {user}", host=donor.address, port=donor.mysql.port,
-                          user=user, password=password, connect_timeout=5)
-    try:
-        session = connector(spec)
-    except DatabaseError as exc:
-        raise ResyncError(f"the replication user cannot log in to {rb.donor}: {exc}") from None
-    close = getattr(session, "close", None)
-    if close:
-        close()
-    return f"'{user}' can log in to {donor.address}:{donor.mysql.port} with REPLICATION SLAVE"
-
-
-def _tools(ctx: StepContext, host: str, tools: tuple[str, ...]) -> str:
-    script = "; ".join(f"command -v {t} >/dev/null || echo {t}" for t in tools)
-    missing = ctx.host(host).run(script, check=False).stdout.split()
-    if missing:
-        raise ResyncError(f"missing on {host}: {', '.join(missing)} "
-                          "(Debian: apt-get install tar netcat-openbsd openssl iproute2)")
-    return ", ".join(tools)
-
-
-def _disk(ctx: StepContext, loaded: LoadedRunbook, spec: CopySpec) -> str:
-    rb = loaded.model
-    size = datadir_bytes(ctx.host(rb.donor), spec.donor_datadir, spec.excludes)
-    parent = parent_dir(spec.recipient_datadir)
-    free = ctx.host(rb.recipient).run(f"df -B1 --output=avail {q(parent)} | tail -1").stdout
-    try:
-        need, avail = int(size * DISK_FACTOR), int(free.strip())
-    except ValueError:
-        raise ResyncError(f"could not read the free space on {rb.recipient}: {free.strip()!r}") from None
-    ctx.capture(DONOR_BYTES, size)
-    gib = 1024 ** 3
-    if avail < need:
-        raise ResyncError(f"{rb.recipient} has {avail / gib:.2f} GiB free under {parent}, needs "
-                          f"{need / gib:.2f} GiB (donor datadir x {DISK_FACTOR}; the old datadir "
-                          "is kept beside it)")
-    return (f"to copy: {size / gib:.2f} GiB of the donor's datadir; {avail / gib:.2f} GiB free on "
-            f"{rb.recipient}")
-
-
-def _port_free(ctx: StepContext, loaded: LoadedRunbook) -> str:
-    rb = loaded.model
-    try:
-        out = ctx.host(rb.recipient).run(f"ss -Hltn 'sport = :{rb.copy_.port}'").stdout
-    except HostError as exc:
-        raise ResyncError(str(exc)) from None
-    if out.strip():
-        raise ResyncError(f"something already listens on port {rb.copy_.port}: {out.strip()}; "
-                          "choose another copy.port")
-    return "free"
+__all__ = ["Check", "CheckResult", "Checks", "Preflight", "argv", "results_of"]

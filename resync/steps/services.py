@@ -1,100 +1,89 @@
-"""Stop and start the MySQL service on a host with the runbook's own service commands."""
+"""Stop and start the MySQL service on a host with the runbook's own service commands.
+
+"Stopped" means the server no longer answers *and* no process holds a file of its datadir open:
+a server that stopped answering may still be flushing its buffer pool.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from resync.actions.types import Action, Check, Shell, q
-from resync.model.errors import DatabaseError, ResyncError
+from resync.actions.conditions import Answers, EmptyOutput, Equals, NoAnswer
+from resync.actions.quoting import q
+from resync.actions.types import Action, Leaf, Poll, Probe, Shell, Sql, When
+from resync.model.keys import StepId, StepKind, server_up
 from resync.model.runbook import ServiceSettings
-from resync.run.waiting import wait_until
-from resync.steps.base import Step, StepContext
+from resync.steps.base import Step
 
-if TYPE_CHECKING:
-    from resync.transport.local import Host
+WAIT_INTERVAL = 0.25
 
 
-def server_answers(ctx: StepContext, host: str) -> bool:
-    try:
-        ctx.session(host).execute("SELECT 1")
-    except DatabaseError:
-        return False
-    return True
+def answers_probe(host: str) -> Sql:
+    return Sql(host, "SELECT 1")
 
 
-def datadir_user(host: Host, datadir: str) -> str:
-    """A process holding a file of the datadir open ("" if none). A server that no longer answers
-    may still be flushing its buffer pool; a wrong address makes a running one look stopped."""
+def datadir_users(host: str, datadir: str) -> Shell:
+    """Prints a process holding a file of the datadir open (nothing if none)."""
     pattern = q("-> " + datadir.rstrip("/") + "/")
-    return host.run(f"ls -l /proc/[0-9]*/fd 2>/dev/null | grep -F -- {pattern} | head -1",
-                    privileged=True, check=False).stdout.strip()
+    return Shell.line(host, f"ls -l /proc/[0-9]*/fd 2>/dev/null | grep -F -- {pattern} | head -1",
+                      privileged=True, check=False)
 
 
-def server_stopped(ctx: StepContext, host: str, datadir: str) -> bool:
-    return not server_answers(ctx, host) and not datadir_user(ctx.host(host), datadir)
+def wait_stopped(host: str, datadir: str, timeout: float) -> tuple[Leaf, ...]:
+    return (Poll(answers_probe(host), NoAnswer(), timeout, WAIT_INTERVAL),
+            Poll(datadir_users(host, datadir), EmptyOutput(f"no process holds {datadir} open"),
+                 timeout, WAIT_INTERVAL))
 
 
-def require_stopped(ctx: StepContext, host: str, datadir: str, why: str) -> None:
-    if server_answers(ctx, host):
-        raise ResyncError(f"MySQL on {host} is running: {why}")
-    if user := datadir_user(ctx.host(host), datadir):
-        raise ResyncError(f"a process on {host} still holds {datadir} open ({user}): {why}")
+def wait_started(host: str, timeout: float) -> Poll:
+    return Poll(answers_probe(host), Answers(), timeout, WAIT_INTERVAL)
 
 
-def wait_state(ctx: StepContext, host: str, datadir: str, *, up: bool, timeout: float) -> None:
-    wait_until(lambda: server_answers(ctx, host) if up else server_stopped(ctx, host, datadir),
-               what=f"MySQL on {host} to {'accept connections' if up else 'stop and release its datadir'}",
-               timeout=timeout, interval=0.25, clock=ctx.clock)
+def require_stopped(host: str, datadir: str, why: str) -> tuple[Leaf, ...]:
+    """Refuse (at once, no waiting) unless the server is down and its datadir released."""
+    return (Poll(answers_probe(host), NoAnswer(), 0, WAIT_INTERVAL,
+                 failure=f"MySQL on {host} is running: {why}"),
+            Poll(datadir_users(host, datadir), EmptyOutput(f"no process holds {datadir} open"),
+                 0, WAIT_INTERVAL, failure=f"a process on {host} still holds {datadir} open: {why}"))
 
 
-class _ServiceStep(Step):
-    """Stop and start mirror each other: each one's undo is the other's run."""
+def _command(host: str, service: ServiceSettings, up: bool) -> Shell:
+    return Shell.line(host, service.start if up else service.stop, privileged=True,
+                      timeout=service.timeout)
 
-    up: bool
+
+class StopService(Step):
+    why = "a physical copy needs the donor shut down cleanly and the recipient stopped"
 
     def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str) -> None:
         self.host_name, self.service, self.datadir = host, service, datadir
-        verb = "start" if self.up else "stop"
-        self.key = f"{verb}-service:{host}"
-        self.title = f"{verb.capitalize()} MySQL on {host} ({role})"
+        self.id = StepId(StepKind.STOP_SERVICE, host)
+        self.title = f"Stop MySQL on {host} ({role})"
         self.hosts = (host,)
 
-    def _command(self, up: bool) -> Shell:
-        line = self.service.start if up else self.service.stop
-        return Shell.line(self.host_name, line, privileged=True, timeout=self.service.timeout)
-
     def plan(self) -> tuple[Action, ...]:
-        wait = ("accepts connections (SELECT 1)" if self.up else
-                f"no longer accepts connections and no process holds {self.datadir} open")
-        return (self._command(self.up), Check(self.host_name, f"wait until the server {wait}"))
+        up = server_up(self.host_name)
+        return (Probe(answers_probe(self.host_name), Answers(), up),
+                When(Equals(up, 1), (_command(self.host_name, self.service, False),),
+                     otherwise_note="already stopped: no stop command"),
+                *wait_stopped(self.host_name, self.datadir, self.service.timeout))
 
     def undo_plan(self) -> tuple[Action, ...]:
-        return (self._command(not self.up),)
-
-    def _in_state(self, ctx: StepContext, up: bool) -> bool:
-        return (server_answers(ctx, self.host_name) if up else
-                server_stopped(ctx, self.host_name, self.datadir))
-
-    def observe(self, ctx: StepContext) -> bool:
-        return self._in_state(ctx, self.up)
-
-    def run(self, ctx: StepContext) -> None:
-        ctx.shell(self._command(self.up))
-
-    def verify(self, ctx: StepContext) -> None:
-        wait_state(ctx, self.host_name, self.datadir, up=self.up, timeout=self.service.timeout)
-
-    def undo(self, ctx: StepContext) -> None:
-        if self._in_state(ctx, not self.up):
-            return  # already in the state the undo would bring
-        ctx.shell(self._command(not self.up))
-        wait_state(ctx, self.host_name, self.datadir, up=not self.up, timeout=self.service.timeout)
+        return (_command(self.host_name, self.service, True),
+                wait_started(self.host_name, self.service.timeout))
 
 
-class StopService(_ServiceStep):
-    up = False
-    why = "a physical copy needs the donor shut down cleanly and the recipient stopped"
+class StartService(Step):
+    why = "the copied datadir is complete and matches on both ends"
 
+    def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str) -> None:
+        self.host_name, self.service, self.datadir = host, service, datadir
+        self.id = StepId(StepKind.START_SERVICE, host)
+        self.title = f"Start MySQL on {host} ({role})"
+        self.hosts = (host,)
 
-class StartService(_ServiceStep):
-    up = True
+    def plan(self) -> tuple[Action, ...]:
+        return (_command(self.host_name, self.service, True),
+                wait_started(self.host_name, self.service.timeout))
+
+    def undo_plan(self) -> tuple[Action, ...]:
+        return (_command(self.host_name, self.service, False),
+                *wait_stopped(self.host_name, self.datadir, self.service.timeout))

@@ -3,81 +3,86 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Literal
 
+from resync.actions.conditions import AtLeast, NonEmptyList, SameChecksums
 from resync.actions.dialect import Dialect
-from resync.actions.types import Action, Check, Sql
-from resync.model.errors import ResyncError
-from resync.steps.base import Step, StepContext
-from resync.steps.locking import take_read_lock
+from resync.actions.types import (
+    Action,
+    Assert,
+    Capture,
+    Captured,
+    CaptureRows,
+    Ref,
+    ReleaseLock,
+    Tables,
+    When,
+)
+from resync.model.keys import (
+    VERIFY_POSITION,
+    VERIFY_PRIMARY_SUMS,
+    VERIFY_REPLICA_SUMS,
+    VERIFY_TABLES,
+    VERIFY_WAIT,
+    Coordinates,
+    Key,
+    StepId,
+    StepKind,
+)
+from resync.steps.base import Step
+from resync.steps.locking import capture_coordinates, read_lock
 
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 LIST_TABLES = ("SELECT TABLE_SCHEMA AS s, TABLE_NAME AS t FROM information_schema.TABLES "
                "WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN (%s, %s, %s, %s) "
                "ORDER BY TABLE_SCHEMA, TABLE_NAME")
+WAIT_SECONDS = 300
+VERIFY_AT = Coordinates(Key("verify.file"), Key("verify.pos"), VERIFY_POSITION)
 
 
-def quote_ident(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+def compare_actions(primary: str, replica: str, primary_dialect: Dialect, replica_dialect: Dialect,
+                    mode: Literal["gtid", "file_pos"], lock_timeout: int) -> tuple[Action, ...]:
+    """Lock the primary, let the replica reach its position, checksum both, unlock, compare."""
+    session = f"verify:{primary}"
+    file_cap, gtid_cap = capture_coordinates(primary, primary_dialect, VERIFY_AT, session)
+    if mode == "gtid":
+        position: tuple[Action, ...] = (gtid_cap,)
+        wait = replica_dialect.wait_for_gtid(Ref(VERIFY_AT.gtid), WAIT_SECONDS)
+    else:
+        position = (file_cap,)
+        wait = replica_dialect.wait_for_file_pos(Ref(VERIFY_AT.file), Ref(VERIFY_AT.pos),
+                                                 WAIT_SECONDS)
+    return (
+        read_lock(primary, session, lock_timeout),
+        *position,
+        Capture(replica, wait.sql, wait.params, columns=(("reached", VERIFY_WAIT),)),
+        Assert(AtLeast(VERIFY_WAIT, 0), f"{replica} did not reach {primary}'s position within "
+               f"{WAIT_SECONDS}s: cannot compare data", replica),
+        CaptureRows(primary, LIST_TABLES, SYSTEM_SCHEMAS, session, into=VERIFY_TABLES),
+        When(NonEmptyList(VERIFY_TABLES), (
+            CaptureRows(primary, "CHECKSUM TABLE %s", (Tables(Ref(VERIFY_TABLES)),), session,
+                        into=VERIFY_PRIMARY_SUMS),
+            CaptureRows(replica, "CHECKSUM TABLE %s", (Tables(Ref(VERIFY_TABLES)),),
+                        into=VERIFY_REPLICA_SUMS)),
+             otherwise_note="no user tables: nothing to compare"),
+        ReleaseLock(primary, session),
+        Assert(SameChecksums(VERIFY_PRIMARY_SUMS, VERIFY_REPLICA_SUMS),
+               "checksums differ", primary),
+    )
 
 
-@dataclass(frozen=True)
-class TableCheck:
-    table: str
-    primary: int | None
-    replica: int | None
-
-    @property
-    def ok(self) -> bool:
-        return self.primary == self.replica
-
-
-def checksums(ctx: StepContext, host: str, tables: list[str]) -> dict[str, int | None]:
-    out: dict[str, int | None] = {}
-    for chunk in (tables[i:i + 50] for i in range(0, len(tables), 50)):
-        rows = ctx.query(host, "CHECKSUM TABLE " + ", ".join(
-            ".".join(quote_ident(p) for p in t.split(".", 1)) for t in chunk))
-        for row in rows:
-            value = row.get("Checksum")
-            out[str(row["Table"])] = None if value is None else int(str(value))
-    return out
-
-
-def compare_data(ctx: StepContext, primary: str, replica: str, dialect: Dialect,
-                 mode: Literal["gtid", "file_pos"], lock_timeout: int,
-                 wait_timeout: int = 300) -> list[TableCheck]:
-    """Lock the primary, let the replica reach its position, checksum both, unlock."""
-    lock = take_read_lock(ctx, primary, lock_timeout)
-    try:
-        if mode == "gtid":
-            gtid_row = ctx.sql(Sql(primary, dialect.gtid_position().sql), lock)
-            position = str(next(iter(gtid_row[0].values())) or "")
-            wait = dialect.wait_for_gtid(position, wait_timeout)
-        else:
-            status = ctx.sql(Sql(primary, dialect.binlog_status().sql), lock)
-            wait = dialect.wait_for_file_pos(str(status[0]["File"]),
-                                             int(str(status[0]["Position"])), wait_timeout)
-        rows = ctx.query(replica, wait.sql, wait.params)
-        result = next(iter(rows[0].values())) if rows else None
-        if result is None or int(str(result)) < 0:
-            raise ResyncError(f"{replica} did not reach {primary}'s position within "
-                              f"{wait_timeout}s (result {result}): cannot compare data")
-        tables = [f"{r['s']}.{r['t']}" for r in ctx.query(primary, LIST_TABLES, SYSTEM_SCHEMAS)]
-        on_primary = checksums(ctx, primary, tables)
-        on_replica = checksums(ctx, replica, tables)
-    finally:
-        ctx.sql(Sql(primary, "UNLOCK TABLES"), lock)
-        lock.close()
-    return [TableCheck(t, on_primary.get(t), on_replica.get(t)) for t in tables]
+def verify_step_id(primary: str, replica: str) -> StepId:
+    return StepId(StepKind.VERIFY, f"{primary}={replica}")
 
 
 class VerifyData(Step):
-    def __init__(self, primary: str, replica: str, dialect: Dialect,
-                 mode: Literal["gtid", "file_pos"], lock_timeout: int) -> None:
-        self.primary, self.replica, self.dialect, self.mode = primary, replica, dialect, mode
-        self.lock_timeout = lock_timeout
-        self.key = f"verify-data:{primary}={replica}"
+    def __init__(self, primary: str, replica: str, primary_dialect: Dialect,
+                 replica_dialect: Dialect, mode: Literal["gtid", "file_pos"],
+                 lock_timeout: int) -> None:
+        self.primary, self.replica = primary, replica
+        self.actions = compare_actions(primary, replica, primary_dialect, replica_dialect, mode,
+                                       lock_timeout)
+        self.id = verify_step_id(primary, replica)
         self.title = f"Verify: checksum every user table on {primary} and {replica}"
         self.hosts = (primary, replica)
         self.why = ("the run fails, naming the tables, if any checksum differs; the primary stays "
@@ -85,20 +90,16 @@ class VerifyData(Step):
                     "application in maintenance until this step is done")
 
     def plan(self) -> tuple[Action, ...]:
-        wait = (self.dialect.wait_for_gtid("<primary gtid>", 300) if self.mode == "gtid" else
-                self.dialect.wait_for_file_pos("<primary file>", 0, 300))
-        return (Sql(self.primary, "FLUSH TABLES WITH READ LOCK"),
-                Check(self.replica, "wait for the primary's position: "
-                      + Sql(self.replica, wait.sql, wait.params).render()),
-                Check(self.primary, "CHECKSUM TABLE <every user table> (also on the replica)"),
-                Sql(self.primary, "UNLOCK TABLES"))
+        return self.actions
 
-    def run(self, ctx: StepContext) -> None:
-        results = compare_data(ctx, self.primary, self.replica, self.dialect, self.mode,
-                               self.lock_timeout)
-        bad = [r.table for r in results if not r.ok]
-        ctx.capture("verify.tables", len(results))
-        ctx.capture("verify.report", json.dumps([[r.table, r.primary, r.replica]
-                                                 for r in results]))
-        if bad:
-            raise ResyncError(f"checksums differ for {len(bad)} table(s): {', '.join(bad)}")
+
+def checksum_rows(captured: Captured) -> list[tuple[str, str | None, str | None]]:
+    """(table, primary checksum, replica checksum) from a run's captured values."""
+
+    def sums(key: Key) -> dict[str, str | None]:
+        raw = captured.get(str(key))
+        return {str(r[0]): r[1] for r in json.loads(str(raw))} if raw else {}
+
+    a, b = sums(VERIFY_PRIMARY_SUMS), sums(VERIFY_REPLICA_SUMS)
+    return [(t, a.get(t), b.get(t)) for t in dict.fromkeys([*a, *b])]
+

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from resync.actions.quoting import sql_literal
 from resync.model.errors import ResyncError
 
 SANDBOX_PASSWORD_ENV = "RESYNC_SANDBOX_PASSWORD"
@@ -93,10 +94,6 @@ def missing_tools() -> list[str]:
     missing = [] if os.access(MARIADBD, os.X_OK) else ["mariadbd"]
     return missing + [tool for tool in CLIENT_TOOLS if shutil.which(tool) is None]
 
-
-def sql_literal(value: str) -> str:
-    """A single-quoted SQL string literal (default sql_mode: backslash escapes on)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
 def _run(argv: Sequence[str] | str, what: str, timeout: float, stdin: str | None = None) -> str:

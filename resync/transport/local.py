@@ -1,4 +1,5 @@
-"""One Host interface for running commands: on this machine now, over SSH next (same contract).
+"""One Host interface for running commands, with one contract: on this machine (LocalHost) or over
+SSH (resync.transport.ssh.SSHHost).
 
 Errors carry the host, the command, the exit code and the tail of the output.
 """
@@ -57,6 +58,17 @@ def _elevate(command: str, privileged: bool) -> list[str]:
     return argv
 
 
+def run_via_start(host: Host, command: str, *, privileged: bool, timeout: float | None,
+                  check: bool) -> CommandResult:
+    """Host.run for every kind of host: start the command, wait for it, and (check) turn a non-zero
+    exit into a HostError. One implementation, so that local and SSH hosts cannot drift apart in
+    what a failure looks like."""
+    result = host.start(command, privileged=privileged).wait(timeout=timeout)
+    if check and not result.ok:
+        raise HostError(host.name, command, result.exit_code, result.tail())
+    return result
+
+
 class LocalBackground:
     def __init__(self, host: str, command: str, proc: subprocess.Popen[str]) -> None:
         self.host, self.command, self.proc = host, command, proc
@@ -94,11 +106,7 @@ class LocalHost:
 
     def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
             check: bool = True) -> CommandResult:
-        proc = self.start(command, privileged=privileged)
-        result = proc.wait(timeout=timeout)
-        if check and not result.ok:
-            raise HostError(self.name, command, result.exit_code, result.tail())
-        return result
+        return run_via_start(self, command, privileged=privileged, timeout=timeout, check=check)
 
     def start(self, command: str, *, privileged: bool = False) -> LocalBackground:
         proc = subprocess.Popen(

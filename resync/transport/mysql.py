@@ -8,19 +8,21 @@ from typing import Any
 
 import pymysql
 import pymysql.cursors
+from pymysql.constants import CR, ER
 
 from resync.actions.dialect import ServerVersion
 from resync.model.errors import DatabaseError, ServerUnreachable
-from resync.model.runbook import HostSettings, LoadedRunbook
 from resync.model.secrets import Secret, mask
 
-# MySQL error codes that deserve a plain-words explanation
-_ACCESS_DENIED = 1045
-_CANT_CONNECT = (2002, 2003, 2005, 2013)
+# client errors that mean "nothing (reachable) answers there": ServerUnreachable, not a DatabaseError
+_CANT_CONNECT = (CR.CR_CONNECTION_ERROR, CR.CR_CONN_HOST_ERROR, CR.CR_UNKNOWN_HOST,
+                 CR.CR_SERVER_LOST)
 
 
 @dataclass(frozen=True)
 class ConnectionSpec:
+    """Where and how to log in: plain values (resync.run.connect builds one from a runbook)."""
+
     name: str
     host: str
     port: int
@@ -34,20 +36,6 @@ class ConnectionSpec:
     def describe(self) -> str:
         where = self.socket or f"{self.host}:{self.port}"
         return f"{self.user}@{where}"
-
-    @classmethod
-    def from_runbook(cls, loaded: LoadedRunbook, name: str) -> ConnectionSpec:
-        h: HostSettings = loaded.model.hosts[name]
-        m = h.mysql
-        password = (loaded.secret(m.password_env, "hosts", name, "mysql", "password_env")
-                    if m.password_env else None)
-        ssl: dict[str, Any] | None = None
-        if m.tls:
-            ssl = {k: v for k, v in (("ca", m.tls.ca), ("cert", m.tls.cert), ("key", m.tls.key)) if v}
-            ssl["check_hostname"] = m.tls.verify_identity
-        return cls(name=name, host=h.mysql_host, port=m.port, user=m.user, password=password,
-                   defaults_file=m.defaults_file, socket=m.socket,
-                   connect_timeout=m.connect_timeout, ssl=ssl)
 
 
 class Session:
@@ -64,7 +52,8 @@ class Session:
                 rows = cur.fetchall() if cur.description else []
                 return list(rows)
         except pymysql.MySQLError as exc:
-            raise DatabaseError(f"[{self.spec.name}] {self._explain(exc)}") from None
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            raise DatabaseError(f"[{self.spec.name}] {self._explain(exc)}", code=code) from None
 
     def one(self, sql: str, params: tuple[object, ...] = ()) -> dict[str, Any] | None:
         rows = self.execute(sql, params)
@@ -119,7 +108,7 @@ def connect(spec: ConnectionSpec) -> Session:
         code = exc.args[0] if exc.args else None
         secrets = [spec.password] if spec.password else []
         detail = mask(str(exc.args[1]) if len(exc.args) > 1 else str(exc), secrets)
-        if code == _ACCESS_DENIED:
+        if code == ER.ACCESS_DENIED_ERROR:
             hint = "wrong user or password (check the password_env variable / defaults_file)"
         elif code in _CANT_CONNECT:
             hint = "server unreachable (is it running, is the address/port right, firewall?)"
@@ -127,5 +116,5 @@ def connect(spec: ConnectionSpec) -> Session:
             hint = f"error {code}"
         error = ServerUnreachable if code in _CANT_CONNECT else DatabaseError
         raise error(f"[{spec.name}] cannot connect as {spec.describe()}: {hint}: "
-                    f"{detail}") from None
+                    f"{detail}", code=code if isinstance(code, int) else None) from None
     return Session(spec, conn)

@@ -21,9 +21,8 @@ from typing import Any, NoReturn
 import paramiko
 
 from resync.model.errors import BadInputError, HostError
-from resync.model.runbook import SSHSettings
-from resync.transport.local import TAIL_CHARS, CommandResult
-from resync.transport.ssh_config import ResolvedSSH, parse_hop, read_ssh_config, resolve_ssh
+from resync.transport.local import TAIL_CHARS, CommandResult, run_via_start
+from resync.transport.ssh_config import ResolvedSSH, SSHTarget, parse_hop, read_ssh_config, resolve_ssh
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ class SSHBackground:
 class SSHHost:
     """Commands on a remote host over one lazily opened SSH connection."""
 
-    def __init__(self, name: str, settings: SSHSettings, address: str, *,
+    def __init__(self, name: str, settings: SSHTarget, address: str, *,
                  ssh_config_path: Path | None = None, connect: bool = False) -> None:
         self.name, self.settings, self.address = name, settings, address
         self._config_text = read_ssh_config(ssh_config_path)
@@ -168,10 +167,7 @@ class SSHHost:
     # -- the Host protocol ---------------------------------------------------------------------
     def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
             check: bool = True) -> CommandResult:
-        result = self.start(command, privileged=privileged).wait(timeout=timeout)
-        if check and not result.ok:
-            raise HostError(self.name, command, result.exit_code, result.tail())
-        return result
+        return run_via_start(self, command, privileged=privileged, timeout=timeout, check=check)
 
     def start(self, command: str, *, privileged: bool = False) -> SSHBackground:
         sudo = privileged and self.resolved.sudo
@@ -233,7 +229,7 @@ class SSHHost:
 
     def _hop(self, spec: str) -> ResolvedSSH:
         user, host, port = parse_hop(spec)
-        return resolve_ssh(self._config_text, SSHSettings(
+        return resolve_ssh(self._config_text, SSHTarget(
             host=host, user=user, port=port, known_hosts=self.settings.known_hosts), host)
 
     def _connect(self, r: ResolvedSSH, sock: Any, depth: int) -> list[paramiko.SSHClient]:

@@ -1,6 +1,9 @@
-"""Where and how to reach a host over SSH: ~/.ssh/config resolved as `ssh` would, plus the
-runbook's overrides. Pure functions (the config text in, a ResolvedSSH out) so they test without
+"""Where and how to reach a host over SSH: ~/.ssh/config resolved as `ssh` would, plus explicit
+overrides (an SSHTarget). Pure functions (the config text in, a ResolvedSSH out) so they test without
 a network.
+
+The transport layer knows nothing of the runbook: resync.run.connect turns the runbook's ssh settings
+into an SSHTarget, so that this package can be used (and tested) with plain values.
 """
 
 from __future__ import annotations
@@ -14,20 +17,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paramiko
-
 from resync.model.errors import BadInputError
-from resync.model.runbook import SSHSettings
 
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_KEEPALIVE = 15
 
 
 @dataclass(frozen=True)
-class ResolvedSSH:
-    """Where and how to connect, after ~/.ssh/config and the runbook's overrides."""
+class SSHTarget:
+    """The explicit part of how to reach a host; every None falls back to ~/.ssh/config, then to
+    what `ssh` itself would use."""
 
-    lookup: str  # the name looked up in the config (ssh.host, else the host's address)
+    host: str | None = None  # the name looked up in the ssh config; None: the host's address
+    user: str | None = None
+    port: int | None = None
+    key_file: str | None = None
+    known_hosts: str | None = None
+    accept_unknown_host_key: bool = False  # explicit opt-out of host key verification
+    sudo: bool = True  # privileged commands of a non-root user go through `sudo -n --`
+
+
+@dataclass(frozen=True)
+class ResolvedSSH:
+    """Where and how to connect, after ~/.ssh/config and the SSHTarget's overrides."""
+
+    lookup: str  # the name looked up in the config (SSHTarget.host, else the host's address)
     hostname: str
     port: int
     user: str
@@ -58,13 +72,15 @@ def _expand(path: str) -> str:
     return os.path.expanduser(path.replace("%d", "~").replace("%u", getpass.getuser()))
 
 
-def resolve_ssh(config_text: str, settings: SSHSettings, address: str, *,
+def resolve_ssh(config_text: str, settings: SSHTarget, address: str, *,
                 local_user: str | None = None) -> ResolvedSSH:
-    """Pure resolution: config text + runbook settings -> ResolvedSSH (no network, no file reads)."""
+    """Pure resolution: config text + explicit settings -> ResolvedSSH (no network, no file reads)."""
+    import paramiko  # here, not at the top: SSHTarget is built for every run, paramiko only for remote hosts
+
     name = settings.host or address
     override = "".join(f"  {k} {v}\n" for k, v in (("User", settings.user), ("Port", settings.port)) if v)
     if override and re.fullmatch(r"[\w.:%-]+", name):
-        # the runbook wins over the config like `ssh -l/-p` do, and %r/%p tokens expand to its values
+        # explicit settings win over the config like `ssh -l/-p` do, and %r/%p tokens expand to its values
         config_text = f"Host {name}\n{override}Host *\n{config_text}"
     try:
         opts: dict[str, Any] = dict(paramiko.SSHConfig.from_text(config_text).lookup(name))

@@ -181,3 +181,20 @@ def sandbox_pair(
     sandbox = make()
     sandbox.setup_replication("db1", "db2")
     yield sandbox
+
+
+@pytest.fixture(autouse=True)
+def every_run_did_what_its_plan_said(tmp_path: Path) -> Iterator[None]:
+    """After each test: every journal it left conforms to its plan (plan text == executed text,
+    action for action, for every step that finished)."""
+    yield
+    from resync.run.conformance import mismatches
+    from resync.run.journal import Journal
+
+    journals = [p for p in tmp_path.rglob("*.json")
+                if p.parent.name == "resync-journal" or p.name == "journal.json"]
+    for path in journals:
+        data = Journal.load(path).data
+        done = [s.key for s in data.steps if s.state.value == "done"]
+        assert mismatches(data) == [], f"{path}: the run did not do what its plan said"
+        assert not done or data.plan is not None, f"{path}: a run without its plan"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from resync.model.runbook import SSHSettings
+from resync.transport.ssh_config import SSHTarget
 
 SSHD = "/usr/sbin/sshd"
 ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
@@ -142,11 +142,11 @@ class TestSSHD:
         path = self.root / "sshd.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
-    def settings(self, address: str = "127.0.0.1", **overrides: Any) -> SSHSettings:
-        """Runbook ssh settings reaching this sshd as root at address, without any ssh config."""
+    def settings(self, address: str = "127.0.0.1", **overrides: Any) -> SSHTarget:
+        """SSH settings reaching this sshd as root at address, without any ssh config."""
         values: dict[str, Any] = {"host": address, "user": "root", "port": self.port,
                                   "key_file": str(self.client_key), "known_hosts": str(self.known_hosts)}
-        return SSHSettings(**{**values, **overrides})
+        return SSHTarget(**{**values, **overrides})
 
     def empty_ssh_config(self) -> Path:
         """An empty ssh config, so that tests do not depend on the user's ~/.ssh/config."""

@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from resync.model.keys import COPY_BYTES, OLD_DATADIR, RUN_ID
 from resync.model.runbook import load_runbook
 from resync.plan.build import assumed_facts, build_plan
-from resync.run.executor import RunContext
+from resync.run.executor import Executor
 from resync.run.journal import Journal
+from resync.run.runner import executor_for
 from resync.steps.copy.pipeline import CopyDatadir
-from resync.steps.datadir import OLD_DATADIR
 
 PORT = 17600 + os.getpid() % 90
 
 
-def copy_step(tmp_path: Path) -> tuple[CopyDatadir, RunContext, Path, Path]:
+def copy_step(tmp_path: Path) -> tuple[CopyDatadir, Executor, Path, Path]:
     src, dst = tmp_path / "donor", tmp_path / "recipient"
     (src / "db").mkdir(parents=True)
     dst.mkdir()
@@ -44,9 +45,9 @@ def copy_step(tmp_path: Path) -> tuple[CopyDatadir, RunContext, Path, Path]:
     journal = Journal.create(tmp_path / "j.json", run_id="tools", runbook_path="rb.yaml",
                              runbook_sha256=loaded.sha256, steps=[(step.key, step.title)])
     (tmp_path / "kept").mkdir()
-    journal.capture(OLD_DATADIR, str(tmp_path / "kept"))
-    journal.capture("run_id", "tools")
-    return step, RunContext(loaded, journal), src, dst
+    journal.capture(str(OLD_DATADIR), str(tmp_path / "kept"))
+    journal.capture(str(RUN_ID), "tools")
+    return step, executor_for(loaded, journal), src, dst
 
 
 @pytest.mark.parametrize(("listener", "connector"), [
@@ -58,14 +59,15 @@ def test_stream_copy_with_each_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed (apt-get install socat netcat-openbsd openssl)")
     monkeypatch.setenv("COPY_TOOLS_UNUSED", "x")
-    step, ctx, src, dst = copy_step(tmp_path)
+    step, exe, src, dst = copy_step(tmp_path)
     step = CopyDatadir(replace(step.spec, listener=listener, connector=connector),
                        stall_timeout=10, listen_timeout=10)
     try:
-        step.run(ctx)
+        exe.begin(step.key)
+        exe.run(step.plan())
     finally:
-        ctx.close()
+        exe.close()
     assert filecmp.cmp(src / "ibdata1", dst / "ibdata1", shallow=False)
     assert filecmp.cmp(src / "db" / "t.ibd", dst / "db" / "t.ibd", shallow=False)
     assert not (dst / "mysql-bin.000001").exists(), "binary logs are excluded"
-    assert int(str(ctx.captured["copy.bytes"])) > 4_000_000
+    assert int(str(exe.captured[str(COPY_BYTES)])) > 4_000_000

@@ -262,7 +262,10 @@ def test_seed_scenario_with_the_old_primary_already_shut_down(tmp_path: Path,
     out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
 
     assert "db1: not running (nothing holds its datadir open)" in out, "the plan header says so"
-    assert "already in place" in out, "stopping db1 was already done"
+    journal = json.loads(journal_of(tmp_path).read_text())
+    stop = [c for c in journal["commands"] if c["step"] == "stop-service:db1"]
+    assert [c["kind"] for c in stop] == ["probe", "when", "poll", "poll"], "no stop command ran"
+    assert stop[1]["result"] == "else" and "0 = 1" in stop[1]["detail"]
     assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 5001") == [{"n": 1}]
     verify_ok(tmp_path, runbook)
 
@@ -363,3 +366,30 @@ def test_rollback_of_a_finished_run_restores_both_servers(tmp_path: Path, sandbo
     status = sql(pair, "db2", d2.replica_status().sql)[0]
     assert int(status[d2.status_fields.source_port]) == pair.runbook_hosts()["db1"]["mysql"]["port"]
     assert status[d2.status_fields.sql_running] == "No", "stopped, as the failover had left it"
+
+
+def test_reviewed_plan_binds_the_run(tmp_path: Path, sandbox_pair: Any) -> None:
+    """plan --detect --out, then run --plan: the same plan runs and its hash is journaled; a
+    runbook changed after the review (another copy port) is refused before anything runs."""
+    pair = sandbox_pair
+    runbook = seed_incident(tmp_path, pair)
+    reviewed = tmp_path / "reviewed.json"
+    resync(tmp_path, "plan", "--detect", "--out", str(reviewed), str(runbook), check=True)
+    doc = json.loads(reviewed.read_text())
+
+    text = runbook.read_text()
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(text.replace("stall_timeout: 30", "stall_timeout: 31"))
+    refused = resync(tmp_path, "run", "--yes", "--plan", str(reviewed), str(changed))
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "differs from the reviewed plan" in refused.stderr
+    assert "no growth for 31s" in refused.stderr, refused.stderr
+    assert not (tmp_path / "resync-journal").exists(), "nothing ran, no journal"
+
+    resync(tmp_path, "run", "--yes", "--plan", str(reviewed), str(runbook), check=True)
+    journal = json.loads(journal_of(tmp_path).read_text())
+    assert journal["plan_sha256"] == doc["plan_sha256"]
+    assert journal["plan"]["steps"] == doc["steps"]
+    kinds = {c["kind"] for c in journal["commands"]}
+    assert {"sql", "capture", "shell", "poll", "when", "check", "release"} <= kinds
+    assert any(c["step"] == "detect" for c in journal["commands"]), "detection is journaled too"

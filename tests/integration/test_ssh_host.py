@@ -16,9 +16,9 @@ import pytest
 from sshd import TestSSHD, free_port, keygen
 
 from resync.model.errors import HostError
-from resync.model.runbook import SSHSettings
 from resync.transport.local import Host
 from resync.transport.ssh import SSHHost
+from resync.transport.ssh_config import SSHTarget
 
 
 @pytest.fixture(autouse=True)
@@ -87,8 +87,8 @@ def test_privileged_as_root_runs_without_sudo(host: SSHHost) -> None:
 def test_ssh_config_alias_gives_hostname_port_user_and_key(
         sshd_server: TestSSHD, hosts: list[SSHHost]) -> None:
     config = sshd_server.ssh_config
-    hosts.append(SSHHost("db2", SSHSettings(host="sshd-2"), "db2.invalid", ssh_config_path=config))
-    hosts.append(SSHHost("db3", SSHSettings(), "sshd-3", ssh_config_path=config))
+    hosts.append(SSHHost("db2", SSHTarget(host="sshd-2"), "db2.invalid", ssh_config_path=config))
+    hosts.append(SSHHost("db3", SSHTarget(), "sshd-3", ssh_config_path=config))
     db2, db3 = hosts
     r = db2.resolved
     assert (r.hostname, r.port, r.user) == ("127.0.0.2", sshd_server.port, "root")
@@ -210,7 +210,7 @@ def _config_with(sshd_server: TestSSHD, name: str, address: str, extra: str) -> 
 
 def test_proxy_jump_through_two_hops(sshd_server: TestSSHD, hosts: list[SSHHost]) -> None:
     config = _config_with(sshd_server, "behind", "127.0.0.3", "  ProxyJump sshd-1,sshd-2\n")
-    hosts.append(SSHHost("db3", SSHSettings(host="behind"), "ignored", ssh_config_path=config))
+    hosts.append(SSHHost("db3", SSHTarget(host="behind"), "ignored", ssh_config_path=config))
     assert hosts[0].resolved.proxy_jump == ("sshd-1", "sshd-2")
     assert server_address(hosts[0]) == "127.0.0.3"
     assert len(hosts[0]._clients) == 3  # sshd-1, sshd-2 (through sshd-1), then the target
@@ -221,7 +221,7 @@ def test_proxy_jump_through_two_hops(sshd_server: TestSSHD, hosts: list[SSHHost]
 def test_proxy_command(sshd_server: TestSSHD, hosts: list[SSHHost]) -> None:
     config = _config_with(sshd_server, "viaproxy", "127.0.0.2", (
         f"  ProxyCommand ssh -F {sshd_server.ssh_config} -o BatchMode=yes -W %h:%p sshd-1 2>/dev/null\n"))
-    hosts.append(SSHHost("db2", SSHSettings(host="viaproxy"), "ignored", ssh_config_path=config))
+    hosts.append(SSHHost("db2", SSHTarget(host="viaproxy"), "ignored", ssh_config_path=config))
     assert server_address(hosts[0]) == "127.0.0.2"
 
 

@@ -39,7 +39,7 @@ def no_connections(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the CLI tried to connect to a server")
 
-    monkeypatch.setattr("resync.plan.build.detect_facts", refuse)
+    monkeypatch.setattr("resync.plan.detect.detect_facts", refuse)
     monkeypatch.chdir(tmp_path)  # a journal written by mistake lands in tmp_path, not the repo
 
 
@@ -71,6 +71,25 @@ def test_plan_json_parses() -> None:
     assert doc["runbook"]["name"] == "rebuild-db2-from-db1"
     assert doc["steps"][0]["key"] == "preflight"
     assert result.stderr == ""
+
+
+def test_plan_out_writes_the_json_plan_with_its_hash(tmp_path: Path) -> None:
+    out = tmp_path / "reviewed.json"
+    result = invoke("plan", str(REPLICA), "--format", "markdown", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["plan_sha256"] in result.stdout  # the markdown header names the same hash
+    again = json.loads(invoke("plan", str(REPLICA), "--format", "json").stdout)
+    assert again == written
+
+
+def test_plan_detect_goes_through_detect_facts() -> None:
+    # the autouse fixture replaces detection: --detect must reach it (and so fail here)
+    env: dict[str, str | None] = {"DB1_PASSWORD": "x", "DB2_PASSWORD": "y", "REPL_PASSWORD": "z"}
+    result = invoke("plan", str(REPLICA), "--detect", env=env)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, AssertionError), result.output
+    assert "the CLI tried to connect to a server" in str(result.exception)
 
 
 def test_plan_markdown_with_server_version() -> None:

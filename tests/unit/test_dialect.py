@@ -68,7 +68,8 @@ SIMPLE_CASES = {
         (OLD_BINLOG, "RESET MASTER"), (NEW_BINLOG, "RESET BINARY LOGS AND GTIDS")
     ),
     "gtid_position": table(
-        (MYSQL, "SELECT @@GLOBAL.gtid_executed"), (MARIADB, "SELECT @@GLOBAL.gtid_binlog_pos")
+        (MYSQL, "SELECT @@GLOBAL.gtid_executed AS gtid"),
+        (MARIADB, "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"),
     ),
 }
 
@@ -83,7 +84,7 @@ def test_simple_statement(method: str, version: str, sql: str) -> None:
 
 @pytest.mark.parametrize(
     ("version", "expected"),
-    table((MYSQL, Statement("SELECT @@GLOBAL.gtid_mode")), (MARIADB, None)),
+    table((MYSQL, Statement("SELECT @@GLOBAL.gtid_mode AS gtid_mode")), (MARIADB, None)),
 )
 def test_gtid_enabled_query(version: str, expected: Statement | None) -> None:
     assert dialect(version).gtid_enabled_query() == expected
@@ -243,8 +244,8 @@ def test_seed_gtid(version: str, expected: tuple[Statement, ...]) -> None:
 @pytest.mark.parametrize(
     ("version", "sql"),
     table(
-        ((M57, M8021, M8022, M8023, *MARIADB), "SELECT MASTER_POS_WAIT(%s, %s, %s)"),
-        ((M8026, M82, M84, M91), "SELECT SOURCE_POS_WAIT(%s, %s, %s)"),
+        ((M57, M8021, M8022, M8023, *MARIADB), "SELECT MASTER_POS_WAIT(%s, %s, %s) AS reached"),
+        ((M8026, M82, M84, M91), "SELECT SOURCE_POS_WAIT(%s, %s, %s) AS reached"),
     ),
 )
 def test_wait_for_file_pos(version: str, sql: str) -> None:
@@ -252,11 +253,20 @@ def test_wait_for_file_pos(version: str, sql: str) -> None:
     assert stmt == Statement(sql, ("binlog.000042", 1234, 300))
 
 
+def test_wait_for_file_pos_accepts_placeholders() -> None:
+    from resync.actions.types import Ref
+    from resync.model.keys import Key
+
+    file, pos = Ref(Key("verify.file")), Ref(Key("verify.pos"))
+    stmt = dialect(M84).wait_for_file_pos(file, pos, 300)
+    assert stmt == Statement("SELECT SOURCE_POS_WAIT(%s, %s, %s) AS reached", (file, pos, 300))
+
+
 @pytest.mark.parametrize(
     ("version", "sql"),
     table(
-        (MYSQL, "SELECT -WAIT_FOR_EXECUTED_GTID_SET(%s, %s)"),
-        (MARIADB, "SELECT MASTER_GTID_WAIT(%s, %s)"),
+        (MYSQL, "SELECT -WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS reached"),
+        (MARIADB, "SELECT MASTER_GTID_WAIT(%s, %s) AS reached"),
     ),
 )
 def test_wait_for_gtid(version: str, sql: str) -> None:
@@ -275,7 +285,7 @@ def test_waits_reject_timeouts_that_mean_forever(timeout: int) -> None:
 def test_ints_are_checked() -> None:
     d = dialect(M84)
     with pytest.raises(ValueError, match="port"):
-        d.change_source_gtid("h", "3306", "u", PASSWORD)  # type: ignore[arg-type]
+        d.change_source_gtid("h", "3306", "u", PASSWORD)
     with pytest.raises(ValueError, match="log_pos"):
         d.change_source_file_pos("h", 3306, "u", PASSWORD, "binlog.000001", -4)
     with pytest.raises(ValueError, match="log_pos"):

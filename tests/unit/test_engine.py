@@ -1,118 +1,160 @@
-"""The engine and its journal: order, confirmation, failure, crash, resume, rollback, lock, secrets."""
+"""The engine and its journal: order, confirmation, failure, crash, resume, rollback, lock, secrets.
+
+Fake steps are real plans (Sql actions on host "h") run by a real Executor over a fake session,
+so every test below goes through the same path as a run: engine -> executor -> journal.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from resync.actions.types import Action, Check, Ref, Sql
+from resync.actions.types import Action, HoldLock, ReleaseLock, Sql
 from resync.model.errors import (
     Aborted,
     DatabaseError,
     GateRefused,
     JournalError,
-    ResyncError,
     StepFailed,
-    WaitTimeout,
 )
-from resync.model.runbook import load_runbook
+from resync.model.keys import StepId, StepKind
 from resync.model.secrets import MASK, EnvSecret, Secret
-from resync.run.engine import Decision, Engine, check_journal_matches
-from resync.run.executor import RunContext
-from resync.run.journal import Journal, JournalLock, StepState, atomic_write
-from resync.run.waiting import FakeClock, wait_until
-from resync.steps.base import Step, StepContext
-from resync.transport.mysql import ConnectionSpec
+from resync.run.engine import Decision, Engine
+from resync.run.executor import Executor
+from resync.run.journal import CommandRecord, Journal, JournalLock, StepState, atomic_write
+from resync.steps.base import Step
+from resync.testing.fakes import FakeClock
+from resync.transport.local import CommandResult
 
-RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
-Log = list[tuple[str, str]]
-
+ROOT = Path(__file__).resolve().parents[2]
 
 # -- fakes ------------------------------------------------------------------------------------------
 
+Reply = list[dict[str, Any]] | BaseException | Callable[[tuple[object, ...]], list[dict[str, Any]]]
 
-class FakeContext:
-    """The minimum of EngineContext the engine and the fake steps use."""
 
-    def __init__(self) -> None:
-        self.values: dict[str, str | int | float | None] = {}
-        self.clock = FakeClock()
-        self.began: list[str | None] = []
-        self.closed = 0
+@dataclass
+class World:
+    """The servers and hosts a run talks to: scripted replies per SQL text, everything recorded."""
 
-    @property
-    def captured(self) -> dict[str, str | int | float | None]:
-        return self.values
+    replies: dict[str, Reply] = field(default_factory=dict)
+    sent: list[tuple[int, str, tuple[object, ...]]] = field(default_factory=list)  # (session, sql, params)
+    sessions: list[FakeSession] = field(default_factory=list)
+    on_execute: Callable[[str], None] | None = None
 
-    def capture(self, key: str, value: str | int | float | None) -> None:
-        self.values[key] = value
+    def connect(self, host: str) -> Any:
+        session = FakeSession(self, host, len(self.sessions))
+        self.sessions.append(session)
+        return session
 
-    def begin_step(self, key: str | None) -> None:
-        self.began.append(key)
+    def host(self, name: str) -> Any:
+        return FakeHost(name)
+
+    def executed(self) -> list[str]:
+        return [sql for _, sql, _ in self.sent]
+
+
+@dataclass
+class FakeSession:
+    world: World
+    host: str
+    number: int
+    closed: bool = False
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
+        assert not self.closed, f"statement on a closed session: {sql}"
+        self.world.sent.append((self.number, sql, params))
+        if self.world.on_execute is not None:
+            self.world.on_execute(sql)
+        reply = self.world.replies.get(sql, [])
+        if isinstance(reply, BaseException):
+            raise reply
+        if callable(reply):
+            return reply(params)
+        return reply
+
+    def alive(self) -> bool:
+        return not self.closed
 
     def close(self) -> None:
-        self.closed += 1
+        self.closed = True
 
-    def __getattr__(self, name: str) -> Any:  # sql, shell, session ...: fake steps never use them
-        raise AssertionError(f"a fake step used ctx.{name}")
+
+@dataclass
+class FakeHost:
+    name: str
+
+    def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
+            check: bool = True) -> CommandResult:
+        return CommandResult(self.name, command, 0, "", "")
+
+    def start(self, command: str, *, privileged: bool = False) -> Any:
+        raise AssertionError("no background commands in these tests")
+
+    def close(self) -> None:
+        pass
+
+
+def sid(name: str) -> StepId:
+    return StepId(StepKind.VERIFY, name)
+
+
+def key(name: str) -> str:
+    return str(sid(name))
 
 
 class FakeStep(Step):
-    def __init__(self, key: str, log: Log, *, fail: BaseException | None = None,
-                 already: bool = False, undoable: bool = True,
-                 on_run: Callable[[StepContext], None] | None = None,
-                 undo_fails: bool = False) -> None:
-        self.key, self.title, self.hosts = key, f"step {key}", ("db1",)
-        self.log, self.fail, self.already, self.undoable = log, fail, already, undoable
-        self.on_run, self.undo_fails = on_run, undo_fails
+    """Runs `do <name>`; undone by `undo <name>` (none when not undoable)."""
 
-    def observe(self, ctx: StepContext) -> bool:
-        self.log.append(("observe", self.key))
-        return self.already
+    def __init__(self, name: str, *, undoable: bool = True) -> None:
+        self.id, self.title, self.hosts = sid(name), f"step {name}", ("h",)
+        self.name, self.undoable = name, undoable
 
-    def run(self, ctx: StepContext) -> None:
-        self.log.append(("run", self.key))
-        if self.on_run:
-            self.on_run(ctx)
-        if self.fail is not None:
-            raise self.fail
-
-    def verify(self, ctx: StepContext) -> None:
-        self.log.append(("verify", self.key))
+    def plan(self) -> tuple[Action, ...]:
+        return (Sql("h", f"do {self.name}"),)
 
     def undo_plan(self) -> tuple[Action, ...]:
-        return (Check("db1", f"undo {self.key}"),) if self.undoable else ()
-
-    def undo(self, ctx: StepContext) -> None:
-        self.log.append(("undo", self.key))
-        if self.undo_fails:
-            raise ResyncError(f"cannot undo {self.key}")
+        return (Sql("h", f"undo {self.name}"),) if self.undoable else ()
 
 
 class Crash(BaseException):
     """Stands in for the process dying mid-step (kill -9, power loss): nothing catches it."""
 
 
-def make_journal(path: Path, steps: list[Step], sha: str = "sha-1") -> Journal:
-    return Journal.create(path, run_id="r1", runbook_path="rb.yaml", runbook_sha256=sha,
+def make_journal(path: Path, steps: list[Step]) -> Journal:
+    return Journal.create(path, run_id="r1", runbook_path="rb.yaml", runbook_sha256="sha-1",
                           steps=[(s.key, s.title) for s in steps])
 
 
-def states(journal_path: Path) -> dict[str, str]:
+def make_executor(journal: Journal, world: World, secrets: list[Secret] | None = None) -> Executor:
+    return Executor(journal, hosts=world.host, connect=world.connect, secrets=secrets or [],
+                    clock=FakeClock())
+
+
+def engine(steps: list[Step], journal: Journal, world: World, **kw: Any) -> Engine:
+    return Engine(steps, journal, make_executor(journal, world), **kw)
+
+
+def states(journal_path: Path) -> list[str]:
     """Read the journal file from disk (not the in-memory object)."""
-    return {s["key"]: s["state"] for s in json.loads(journal_path.read_text())["steps"]}
+    return [s["state"] for s in json.loads(journal_path.read_text())["steps"]]
 
 
-def runs(log: Log) -> list[str]:
-    return [key for what, key in log if what == "run"]
+def runs(world: World) -> list[str]:
+    return [sql.removeprefix("do ") for sql in world.executed() if sql.startswith("do ")]
+
+
+def undos(world: World) -> list[str]:
+    return [sql.removeprefix("undo ") for sql in world.executed() if sql.startswith("undo ")]
 
 
 @pytest.fixture
@@ -138,42 +180,42 @@ def saves(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
 
 
 def test_steps_run_in_order(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep(k, log) for k in ("a", "b", "c")]
+    world = World()
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     journal = make_journal(jpath, steps)
-    ctx = FakeContext()
-    Engine(steps, journal, ctx).run()
-    assert log == [("observe", "a"), ("run", "a"), ("verify", "a"),
-                   ("observe", "b"), ("run", "b"), ("verify", "b"),
-                   ("observe", "c"), ("run", "c"), ("verify", "c")]
-    assert states(jpath) == {"a": "done", "b": "done", "c": "done"}
+    engine(steps, journal, world).run()
+    assert world.executed() == ["do a", "do b", "do c"]
+    assert states(jpath) == ["done", "done", "done"]
     loaded = Journal.load(jpath)
     assert loaded.data.outcome == "done"
-    assert all(s.started_at and s.finished_at and s.finished_at >= s.started_at
+    assert all(s.started_at and s.finished_at and s.finished_at >= s.started_at and s.attempts == 1
                for s in loaded.data.steps)
-    assert ctx.began == ["a", "b", "c", None]
-    assert ctx.closed == 1
+    # one record per leaf, under its step, with its id in the plan
+    assert [(c.step, c.action, c.host, c.kind, c.text, c.ok) for c in loaded.data.commands] == [
+        (key(k), "0", "h", "sql", f"do {k}", True) for k in ("a", "b", "c")]
+    assert all(s.closed for s in world.sessions)  # the executor was closed at the end
 
 
 def test_every_transition_is_persisted_as_valid_json(jpath: Path, saves: list[dict[str, Any]]) -> None:
-    log: Log = []
-    seen_during_run: dict[str, dict[str, str]] = {}
-
-    def snapshot(ctx: StepContext) -> None:
-        key = runs(log)[-1]
-        seen_during_run[key] = states(jpath)
-
-    steps: list[Step] = [FakeStep(k, log, on_run=snapshot) for k in ("a", "b", "c")]
+    world = World()
+    seen_during_run: dict[str, list[str]] = {}
+    world.on_execute = lambda sql: seen_during_run.__setitem__(sql, states(jpath))
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     journal = make_journal(jpath, steps)
-    Engine(steps, journal, FakeContext()).run()
+    engine(steps, journal, world).run()
     # while a step runs, the file on disk already says it is running and the earlier ones done
     assert seen_during_run == {
-        "a": {"a": "running", "b": "pending", "c": "pending"},
-        "b": {"a": "done", "b": "running", "c": "pending"},
-        "c": {"a": "done", "b": "done", "c": "running"},
+        "do a": ["running", "pending", "pending"],
+        "do b": ["done", "running", "pending"],
+        "do c": ["done", "done", "running"],
     }
-    # create + (running, done) per step + finish: each one written and parsed back
-    sequence = [([s["state"] for s in doc["steps"]], doc["outcome"]) for doc in saves]
+    # every save was parsed back; the distinct states in order: create, (running, done) per step,
+    # finish (command records are saves too, in between)
+    sequence: list[tuple[list[str], str | None]] = []
+    for doc in saves:
+        entry = ([s["state"] for s in doc["steps"]], doc["outcome"])
+        if not sequence or sequence[-1] != entry:
+            sequence.append(entry)
     assert sequence == [
         (["pending", "pending", "pending"], None),
         (["running", "pending", "pending"], None),
@@ -184,264 +226,318 @@ def test_every_transition_is_persisted_as_valid_json(jpath: Path, saves: list[di
         (["done", "done", "done"], None),
         (["done", "done", "done"], "done"),
     ]
+    assert len(saves) == 1 + 3 * 3 + 1  # create, (running, record, done) per step, finish
 
 
 def test_crash_between_transitions_leaves_a_valid_journal(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("a", log), FakeStep("b", log, fail=Crash("killed")),
-                         FakeStep("c", log)]
-    journal = make_journal(jpath, steps)
+    world = World(replies={"do b": Crash("killed")})
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     with pytest.raises(Crash):
-        Engine(steps, journal, FakeContext()).run()
-    assert runs(log) == ["a", "b"]
+        engine(steps, make_journal(jpath, steps), world).run()
+    assert runs(world) == ["a", "b"]
     loaded = Journal.load(jpath)  # a fresh process reading the file after the crash
-    assert {s.key: s.state for s in loaded.data.steps} == {
-        "a": StepState.DONE, "b": StepState.RUNNING, "c": StepState.PENDING}
+    assert [s.state for s in loaded.data.steps] == [StepState.DONE, StepState.RUNNING,
+                                                    StepState.PENDING]
     assert loaded.data.outcome is None
     assert not [p for p in jpath.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_ctrl_c_marks_the_step_failed_and_aborts(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("a", log), FakeStep("b", log, fail=KeyboardInterrupt()),
-                         FakeStep("c", log)]
-    journal = make_journal(jpath, steps)
-    with pytest.raises(Aborted, match="interrupted during step 'b'"):
-        Engine(steps, journal, FakeContext()).run()
+    world = World(replies={"do b": KeyboardInterrupt()})
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
+    with pytest.raises(Aborted, match=f"interrupted during step '{key('b')}'"):
+        engine(steps, make_journal(jpath, steps), world).run()
     loaded = Journal.load(jpath)
-    assert loaded.step("b").state is StepState.FAILED
-    assert loaded.step("b").error == "interrupted (Ctrl-C)"
-    assert loaded.step("c").state is StepState.PENDING
+    assert loaded.step(key("b")).state is StepState.FAILED
+    assert loaded.step(key("b")).error == "interrupted (Ctrl-C)"
+    assert loaded.step(key("c")).state is StepState.PENDING
     assert loaded.data.outcome == "aborted"
-    assert runs(log) == ["a", "b"]
+    assert runs(world) == ["a", "b"]
 
 
 # -- confirmation -----------------------------------------------------------------------------------
 
 
 def test_confirm_run_skip(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep(k, log) for k in ("a", "b", "c")]
-    journal = make_journal(jpath, steps)
+    world = World()
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     asked: list[str] = []
 
     def confirm(step: Step) -> Decision:
         asked.append(step.key)
-        return Decision.SKIP if step.key == "b" else Decision.RUN
+        return Decision.SKIP if step.key == key("b") else Decision.RUN
 
-    Engine(steps, journal, FakeContext(), confirm=confirm).run()
-    assert asked == ["a", "b", "c"]
-    assert runs(log) == ["a", "c"]
+    engine(steps, make_journal(jpath, steps), world, confirm=confirm).run()
+    assert asked == [key("a"), key("b"), key("c")]
+    assert runs(world) == ["a", "c"]
     loaded = Journal.load(jpath)
-    assert loaded.step("b").state is StepState.SKIPPED
-    assert loaded.step("b").note == "skipped by the operator"
+    assert loaded.step(key("b")).state is StepState.SKIPPED
+    assert loaded.step(key("b")).note == "skipped by the operator"
+    assert loaded.step(key("b")).attempts == 0
+    assert not [c for c in loaded.data.commands if c.step == key("b")]
     assert loaded.data.outcome == "done"
 
 
 def test_confirm_abort_stops_before_the_step(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep(k, log) for k in ("a", "b", "c")]
-    journal = make_journal(jpath, steps)
-    ctx = FakeContext()
+    world = World()
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
+    asked: list[str] = []
 
     def confirm(step: Step) -> Decision:
-        return Decision.ABORT if step.key == "b" else Decision.RUN
+        asked.append(step.key)
+        return Decision.ABORT if step.key == key("b") else Decision.RUN
 
-    with pytest.raises(Aborted, match="before step 'b'"):
-        Engine(steps, journal, ctx, confirm=confirm).run()
-    assert runs(log) == ["a"]
-    assert ("observe", "c") not in log
-    assert states(jpath) == {"a": "done", "b": "pending", "c": "pending"}
+    with pytest.raises(Aborted, match=f"before step '{key('b')}'"):
+        engine(steps, make_journal(jpath, steps), world, confirm=confirm).run()
+    assert runs(world) == ["a"]
+    assert asked == [key("a"), key("b")]
+    assert states(jpath) == ["done", "pending", "pending"]
     assert Journal.load(jpath).data.outcome == "aborted"
-    assert ctx.closed == 1
+    assert all(s.closed for s in world.sessions)
+
+
+def test_a_step_that_must_run_cannot_be_skipped(jpath: Path) -> None:
+    world = World()
+    steps: list[Step] = [FakeStep(k) for k in ("pre", "b")]
+
+    with pytest.raises(Aborted, match="cannot be skipped"):
+        engine(steps, make_journal(jpath, steps), world, confirm=lambda step: Decision.SKIP,
+               must_run=lambda step: step.key == key("pre")).run()
+    assert world.executed() == []
+    loaded = Journal.load(jpath)
+    assert loaded.step(key("pre")).state is StepState.PENDING  # not skipped
+    assert loaded.step(key("pre")).note is None
+    assert loaded.data.outcome == "aborted"
 
 
 # -- failures ---------------------------------------------------------------------------------------
 
 
 def test_failing_step_stops_the_run(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("a", log), FakeStep("b", log, fail=ResyncError("disk full")),
-                         FakeStep("c", log)]
-    journal = make_journal(jpath, steps)
+    world = World(replies={"do b": DatabaseError("[h] error 1021: disk full")})
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     with pytest.raises(StepFailed) as info:
-        Engine(steps, journal, FakeContext()).run()
-    assert info.value.step == "b"
-    assert info.value.cause == "disk full"
-    assert runs(log) == ["a", "b"]
-    assert ("verify", "b") not in log
+        engine(steps, make_journal(jpath, steps), world).run()
+    assert info.value.step == key("b")
+    assert info.value.cause == "[h] error 1021: disk full"
+    assert runs(world) == ["a", "b"]
     loaded = Journal.load(jpath)
-    assert loaded.step("b").state is StepState.FAILED
-    assert loaded.step("b").error == "disk full"
-    assert loaded.step("c").state is StepState.PENDING
+    assert loaded.step(key("b")).state is StepState.FAILED
+    assert loaded.step(key("b")).error == "[h] error 1021: disk full"
+    assert loaded.step(key("c")).state is StepState.PENDING
     assert loaded.data.outcome == "failed"
+    failed = loaded.data.commands[-1]
+    assert (failed.step, failed.text, failed.ok, failed.detail) == (
+        key("b"), "do b", False, "[h] error 1021: disk full")
 
 
 def test_unexpected_exception_is_a_step_failure_naming_its_type(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("a", log, fail=ValueError("bad value")), FakeStep("b", log)]
-    journal = make_journal(jpath, steps)
+    world = World(replies={"do a": ValueError("bad value")})
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
     with pytest.raises(StepFailed, match="ValueError: bad value"):
-        Engine(steps, journal, FakeContext()).run()
-    assert Journal.load(jpath).step("a").error == "ValueError: bad value"
-    assert runs(log) == ["a"]
+        engine(steps, make_journal(jpath, steps), world).run()
+    loaded = Journal.load(jpath)
+    assert loaded.step(key("a")).error == "ValueError: bad value"
+    assert loaded.data.outcome == "failed"
+    assert runs(world) == ["a"]
 
 
 def test_gate_refusal_is_not_a_step_failure(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("pre", log, fail=GateRefused("preflight failed")),
-                         FakeStep("b", log)]
-    journal = make_journal(jpath, steps)
+    world = World(replies={"do pre": GateRefused("preflight failed")})
+    steps: list[Step] = [FakeStep(k) for k in ("pre", "b")]
     with pytest.raises(GateRefused) as info:
-        Engine(steps, journal, FakeContext()).run()
+        engine(steps, make_journal(jpath, steps), world).run()
     assert not isinstance(info.value, StepFailed)
     loaded = Journal.load(jpath)
-    assert loaded.step("pre").state is StepState.FAILED
-    assert loaded.step("pre").error == "preflight failed"
+    assert loaded.step(key("pre")).state is StepState.FAILED
+    assert loaded.step(key("pre")).error == "preflight failed"
     assert loaded.data.outcome == "failed"
-    assert runs(log) == ["pre"]
-
-
-def test_observe_error_fails_the_step(jpath: Path) -> None:
-    class BadObserve(FakeStep):
-        def observe(self, ctx: StepContext) -> bool:
-            raise ResyncError("server unreachable")
-
-    log: Log = []
-    steps: list[Step] = [BadObserve("a", log), FakeStep("b", log)]
-    journal = make_journal(jpath, steps)
-    with pytest.raises(StepFailed, match="observing: server unreachable"):
-        Engine(steps, journal, FakeContext()).run()
-    assert Journal.load(jpath).step("a").error == "observing: server unreachable"
-    assert log == []
-
-
-def test_observed_step_is_done_without_running(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("a", log), FakeStep("b", log, already=True), FakeStep("c", log)]
-    journal = make_journal(jpath, steps)
-    asked: list[str] = []
-
-    def confirm(step: Step) -> Decision:
-        asked.append(step.key)
-        return Decision.RUN
-
-    Engine(steps, journal, FakeContext(), confirm=confirm).run()
-    assert runs(log) == ["a", "c"]
-    assert asked == ["a", "c"]  # nothing to confirm for a step already in place
-    loaded = Journal.load(jpath)
-    assert loaded.step("b").state is StepState.DONE
-    assert loaded.step("b").note == "already in place"
+    assert runs(world) == ["pre"]
 
 
 # -- resume -----------------------------------------------------------------------------------------
 
 
 def test_resume_continues_at_the_first_step_not_done(jpath: Path) -> None:
-    first: Log = []
-    steps1: list[Step] = [FakeStep("a", first), FakeStep("b", first),
-                          FakeStep("c", first, fail=ResyncError("flaky")), FakeStep("d", first)]
-    journal = make_journal(jpath, steps1)
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c", "d")]
+    first = World(replies={"do c": DatabaseError("flaky")})
     with pytest.raises(StepFailed):
-        Engine(steps1, journal, FakeContext()).run()
+        engine(steps, make_journal(jpath, steps), first).run()
     assert runs(first) == ["a", "b", "c"]
 
-    second: Log = []
-    steps2: list[Step] = [FakeStep(k, second) for k in ("a", "b", "c", "d")]
-    resumed = Journal.load(jpath)
-    check_journal_matches(resumed, steps2, "sha-1")
-    Engine(steps2, resumed, FakeContext()).run()
+    second = World()
+    engine(steps, Journal.load(jpath), second).run()
     assert runs(second) == ["c", "d"]
-    assert ("observe", "a") not in second and ("observe", "b") not in second
-    assert states(jpath) == {"a": "done", "b": "done", "c": "done", "d": "done"}
+    assert states(jpath) == ["done", "done", "done", "done"]
     loaded = Journal.load(jpath)
     assert loaded.data.outcome == "done"
-    assert loaded.step("c").error is None  # cleared when it ran again
+    assert loaded.step(key("c")).error is None  # cleared when it ran again
+    assert loaded.step(key("c")).attempts == 2
+    # the second attempt's records say so
+    assert [(c.text, c.ok, c.attempt) for c in loaded.data.commands if c.step == key("c")] == [
+        ("do c", False, 1), ("do c", True, 2)]
 
 
-def test_resume_after_crash_reobserves_the_interrupted_step(jpath: Path) -> None:
-    first: Log = []
-    steps1: list[Step] = [FakeStep("a", first), FakeStep("b", first, fail=Crash()),
-                          FakeStep("c", first)]
+def test_resume_after_crash_reruns_the_interrupted_step_from_its_start(jpath: Path) -> None:
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     with pytest.raises(Crash):
-        Engine(steps1, make_journal(jpath, steps1), FakeContext()).run()
+        engine(steps, make_journal(jpath, steps), World(replies={"do b": Crash()})).run()
+    assert Journal.load(jpath).step(key("b")).state is StepState.RUNNING
 
-    second: Log = []
-    # the crashed step's effect turns out to be in place: it is marked done, not run again
-    steps2: list[Step] = [FakeStep("a", second), FakeStep("b", second, already=True),
-                          FakeStep("c", second)]
-    Engine(steps2, Journal.load(jpath), FakeContext()).run()
-    assert second == [("observe", "b"), ("observe", "c"), ("run", "c"), ("verify", "c")]
-    assert Journal.load(jpath).step("b").note == "already in place"
+    second = World()
+    engine(steps, Journal.load(jpath), second).run()
+    assert runs(second) == ["b", "c"]
+    loaded = Journal.load(jpath)
+    assert loaded.step(key("b")).attempts == 2
+    assert loaded.step(key("a")).attempts == 1
+    assert loaded.data.outcome == "done"
 
 
 def test_resume_passes_over_skipped_steps(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep(k, log) for k in ("a", "b")]
+    world = World()
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
     journal = make_journal(jpath, steps)
-    journal.transition("a", StepState.SKIPPED, note="skipped by the operator")
-    Engine(steps, Journal.load(jpath), FakeContext()).run()
-    assert runs(log) == ["b"]
+    journal.transition(key("a"), StepState.SKIPPED, note="skipped by the operator")
+    asked: list[str] = []
+
+    def confirm(step: Step) -> Decision:
+        asked.append(step.key)
+        return Decision.RUN
+
+    engine(steps, Journal.load(jpath), world, confirm=confirm).run()
+    assert runs(world) == ["b"]
+    assert asked == [key("b")]
+    assert states(jpath) == ["skipped", "done"]
+
+
+# -- a lock that lived in the previous process ----------------------------------------------------
+
+LOCK_SQL = "FLUSH TABLES WITH READ LOCK"
+
+
+class LockStep(Step):
+    """Holds a read lock on a dedicated session until the `stop` step has run."""
+
+    id = StepId(StepKind.READ_LOCK, "h")
+    title = "read lock"
+    holds_session = "lock"
+    released_by = sid("stop")
+
+    def plan(self) -> tuple[Action, ...]:
+        return (HoldLock("h", "lock", (Sql("h", LOCK_SQL),)),)
+
+
+class ReleasingStep(FakeStep):
+    def plan(self) -> tuple[Action, ...]:
+        return (*super().plan(), ReleaseLock("h", "lock"))
+
+
+@pytest.mark.parametrize(("release_done", "expect_rerun"), [(False, True), (True, False)])
+def test_resume_redoes_a_lock_that_died_with_the_previous_process(
+        jpath: Path, release_done: bool, expect_rerun: bool) -> None:
+    """Regression: a crash between the donor's read lock and its shutdown lost the lock, and
+    resume went on to copy a donor that had taken writes after the captured coordinates."""
+    steps: list[Step] = [LockStep(), FakeStep("stop"), FakeStep("copy")]
+    journal = make_journal(jpath, steps)
+    journal.transition(LockStep().key, StepState.RUNNING)
+    journal.transition(LockStep().key, StepState.DONE)
+    if release_done:
+        journal.transition(key("stop"), StepState.DONE)
+
+    world = World()
+    engine(steps, Journal.load(jpath), world).run()
+
+    assert (LOCK_SQL in world.executed()) is expect_rerun
+    assert runs(world)[-1] == "copy"
+    loaded = Journal.load(jpath)
+    assert loaded.step(LockStep().key).state is StepState.DONE
+    assert loaded.step(LockStep().key).attempts == (2 if expect_rerun else 1)
+    if expect_rerun:
+        assert loaded.step(LockStep().key).note == "redone: its lock died with the previous process"
+
+
+def test_a_lock_still_held_is_not_redone(jpath: Path) -> None:
+    steps: list[Step] = [LockStep(), ReleasingStep("stop")]
+    journal = make_journal(jpath, steps)
+    world = World()
+    executor = make_executor(journal, world)
+    # this very process took the lock (as a run that goes on after it would have)
+    executor.run(LockStep().plan())
+    journal.transition(LockStep().key, StepState.RUNNING)
+    journal.transition(LockStep().key, StepState.DONE)
+    assert executor.holds("lock")
+
+    Engine(steps, journal, executor).run()
+    assert world.executed() == [LOCK_SQL, "do stop", "UNLOCK TABLES"]
+    # the lock and its release on the dedicated session, the step's own statement on the shared one
+    assert [n for n, _, _ in world.sent] == [0, 1, 0]
+    assert not executor.holds("lock")
+    assert Journal.load(jpath).step(LockStep().key).attempts == 1
 
 
 # -- rollback ---------------------------------------------------------------------------------------
 
 
 def test_rollback_undoes_done_steps_in_reverse(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("a", log), FakeStep("b", log, undoable=False), FakeStep("c", log),
-                         FakeStep("d", log, fail=ResyncError("boom")), FakeStep("e", log)]
-    journal = make_journal(jpath, steps)
+    steps: list[Step] = [FakeStep("a"), FakeStep("b", undoable=False), FakeStep("c"),
+                         FakeStep("d"), FakeStep("e")]
     with pytest.raises(StepFailed):
-        Engine(steps, journal, FakeContext()).run()
-    log.clear()
-    not_undoable = Engine(steps, Journal.load(jpath), FakeContext()).rollback()
+        engine(steps, make_journal(jpath, steps), World(replies={"do d": DatabaseError("boom")})).run()
+    world = World()
+    not_undoable = engine(steps, Journal.load(jpath), world).rollback()
     # d failed half-way: it is undone too; e never ran: left alone
-    assert [k for what, k in log if what == "undo"] == ["d", "c", "a"]
-    assert not_undoable == ["b"]
-    assert states(jpath) == {"a": "undone", "b": "done", "c": "undone", "d": "undone",
-                             "e": "pending"}
+    assert undos(world) == ["d", "c", "a"]
+    assert not_undoable == [key("b")]
+    assert states(jpath) == ["undone", "done", "undone", "undone", "pending"]
     loaded = Journal.load(jpath)
     assert loaded.data.outcome == "rolled back"
-    assert loaded.step("a").note == "rolled back"
+    assert loaded.step(key("a")).note == "rolled back"
+    undo_records = [c for c in loaded.data.commands if c.phase == "undo"]
+    assert [(c.step, c.text, c.ok) for c in undo_records] == [
+        (key("d"), "undo d", True), (key("c"), "undo c", True), (key("a"), "undo a", True)]
 
 
 def test_rollback_twice_undoes_nothing_again(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep(k, log) for k in ("a", "b")]
-    Engine(steps, make_journal(jpath, steps), FakeContext()).run()
-    Engine(steps, Journal.load(jpath), FakeContext()).rollback()
-    log.clear()
-    Engine(steps, Journal.load(jpath), FakeContext()).rollback()
-    assert log == []
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
+    engine(steps, make_journal(jpath, steps), World()).run()
+    engine(steps, Journal.load(jpath), World()).rollback()
+    world = World()
+    assert engine(steps, Journal.load(jpath), world).rollback() == []
+    assert world.executed() == []
+    assert states(jpath) == ["undone", "undone"]
 
 
 def test_rollback_skip_and_abort(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep(k, log) for k in ("a", "b", "c")]
-    Engine(steps, make_journal(jpath, steps), FakeContext()).run()
-    log.clear()
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
+    engine(steps, make_journal(jpath, steps), World()).run()
+    world = World()
+    asked: list[str] = []
 
     def confirm(step: Step) -> Decision:
-        return {"c": Decision.SKIP, "b": Decision.ABORT}.get(step.key, Decision.RUN)
+        asked.append(step.key)
+        return {key("c"): Decision.SKIP, key("b"): Decision.ABORT}.get(step.key, Decision.RUN)
 
-    with pytest.raises(Aborted, match=r"rollback aborted .* step 'b'"):
-        Engine(steps, Journal.load(jpath), FakeContext(), confirm=confirm).rollback()
-    assert log == []
-    assert states(jpath) == {"a": "done", "b": "done", "c": "done"}
+    with pytest.raises(Aborted, match=f"rollback aborted .* step '{key('b')}'"):
+        engine(steps, Journal.load(jpath), world, confirm=confirm).rollback()
+    assert asked == [key("c"), key("b")]
+    assert world.executed() == []
+    assert states(jpath) == ["done", "done", "done"]
 
 
 def test_rollback_undo_failure_stops_and_is_journaled(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [FakeStep("a", log), FakeStep("b", log, undo_fails=True)]
-    Engine(steps, make_journal(jpath, steps), FakeContext()).run()
-    log.clear()
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
+    engine(steps, make_journal(jpath, steps), World()).run()
+    world = World(replies={"undo b": DatabaseError("cannot undo b")})
     with pytest.raises(StepFailed, match="undo failed: cannot undo b"):
-        Engine(steps, Journal.load(jpath), FakeContext()).rollback()
-    assert [k for what, k in log if what == "undo"] == ["b"]  # a is not undone after b failed
+        engine(steps, Journal.load(jpath), world).rollback()
+    assert undos(world) == ["b"]  # a is not undone after b failed
     loaded = Journal.load(jpath)
-    assert loaded.step("b").state is StepState.DONE
-    assert loaded.step("b").error == "undo failed: cannot undo b"
+    assert loaded.step(key("b")).state is StepState.DONE
+    assert loaded.step(key("b")).error == "undo failed: cannot undo b"
+    assert loaded.step(key("a")).state is StepState.DONE
+    last = loaded.data.commands[-1]
+    assert (last.step, last.phase, last.text, last.ok, last.detail) == (
+        key("b"), "undo", "undo b", False, "cannot undo b")
 
 
 # -- journal file -----------------------------------------------------------------------------------
@@ -471,7 +567,7 @@ def test_atomic_write_failure_leaves_no_temp_file(tmp_path: Path,
 
 
 def test_journal_create_refuses_an_existing_file(jpath: Path) -> None:
-    steps: list[Step] = [FakeStep("a", [])]
+    steps: list[Step] = [FakeStep("a")]
     make_journal(jpath, steps)
     with pytest.raises(JournalError, match="already exists"):
         make_journal(jpath, steps)
@@ -479,7 +575,7 @@ def test_journal_create_refuses_an_existing_file(jpath: Path) -> None:
 
 def test_journal_load_refuses_damage(tmp_path: Path) -> None:
     torn = tmp_path / "torn.json"
-    torn.write_text('{"format": 1, "steps": [')
+    torn.write_text('{"format": 2, "steps": [')
     with pytest.raises(JournalError, match="not valid JSON"):
         Journal.load(torn)
     other = tmp_path / "other.json"
@@ -487,33 +583,72 @@ def test_journal_load_refuses_damage(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="format 99"):
         Journal.load(other)
     broken = tmp_path / "broken.json"
-    broken.write_text('{"format": 1, "run_id": "r"}')
+    broken.write_text('{"format": 2, "run_id": "r"}')
     with pytest.raises(JournalError, match="damaged"):
         Journal.load(broken)
+    not_object = tmp_path / "list.json"
+    not_object.write_text("[]")
+    with pytest.raises(JournalError, match="format None"):
+        Journal.load(not_object)
+    with pytest.raises(JournalError, match="cannot read journal"):
+        Journal.load(tmp_path / "missing.json")
+
+
+def test_journal_of_format_1_gets_a_clear_message(tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": 1, "run_id": "r", "runbook_path": "rb.yaml",
+                               "runbook_sha256": "x", "created_at": 0, "steps": []}))
+    with pytest.raises(JournalError) as info:
+        Journal.load(old)
+    assert "format 1" in str(info.value)
+    assert "reads format 2" in str(info.value)
+    assert "resync version that started it" in str(info.value)
 
 
 def test_journal_round_trips_captured_values_and_commands(jpath: Path) -> None:
-    journal = make_journal(jpath, [FakeStep("a", [])])
+    journal = make_journal(jpath, [FakeStep("a")])
     journal.capture("source.pos", 1234)
     journal.capture("source.file", "db1-bin.000002")
+    journal.capture("gone", None)
+    command = CommandRecord(step=key("a"), action="2.then.0", host="h", kind="capture",
+                            text="SELECT 1", ok=True, attempt=2, exit_code=None, seconds=0.25,
+                            at=1.5, detail="d", result='{"x": 1}')
+    index = journal.record(command)
+    journal.update(index, ok=False, detail="changed")
     loaded = Journal.load(jpath)
-    assert loaded.data.captured == {"source.pos": 1234, "source.file": "db1-bin.000002"}
+    assert loaded.data.captured == {"source.pos": 1234, "source.file": "db1-bin.000002", "gone": None}
     assert loaded.data.run_id == "r1"
+    assert loaded.data.format == 2
+    assert loaded.data.commands == [command.model_copy(update={"ok": False, "detail": "changed"})]
     with pytest.raises(JournalError, match="no step 'zzz'"):
         loaded.step("zzz")
 
 
-def test_check_journal_matches(jpath: Path) -> None:
-    steps: list[Step] = [FakeStep(k, []) for k in ("a", "b")]
-    journal = make_journal(jpath, steps, sha="sha-1")
-    check_journal_matches(journal, steps, "sha-1")  # no error
-    with pytest.raises(ResyncError, match="changed since this run started"):
-        check_journal_matches(journal, steps, "sha-2")
-    with pytest.raises(ResyncError, match="plan built now differs"):
-        check_journal_matches(journal, [FakeStep("a", []), FakeStep("x", [])], "sha-1")
-
-
 # -- lock -------------------------------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from resync.run.journal import JournalLock
+lock = JournalLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder(jpath: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process that takes the journal's lock and keeps it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(jpath)], stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_lock_refuses_a_second_holder_in_the_same_process(jpath: Path) -> None:
@@ -521,37 +656,29 @@ def test_lock_refuses_a_second_holder_in_the_same_process(jpath: Path) -> None:
     first.acquire()
     try:
         assert first.path.read_text().strip() == str(os.getpid())
-        with pytest.raises(JournalError, match=f"locked by running process {os.getpid()}"):
+        with pytest.raises(JournalError, match=f"in use by running process {os.getpid()}"):
             JournalLock(jpath).acquire()
-        assert first.path.exists()  # the refused attempt did not remove the holder's lock
+        assert first.path.read_text().strip() == str(os.getpid())  # the refusal changed nothing
     finally:
         first.release()
-    assert not first.path.exists()
     with JournalLock(jpath) as again:  # free again after release
-        assert again.path.exists()
-    assert not again.path.exists()
+        assert again.path.read_text().strip() == str(os.getpid())
+    assert again.path.read_text() == ""  # released: no owner named
 
 
-def test_lock_refuses_while_another_live_process_holds_it(jpath: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        lock = JournalLock(jpath)
-        lock.path.parent.mkdir(parents=True, exist_ok=True)
-        lock.path.write_text(f"{proc.pid}\n")
-        with pytest.raises(JournalError, match=f"locked by running process {proc.pid}"):
-            lock.acquire()
-        assert lock.path.read_text().strip() == str(proc.pid)
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_lock_takes_over_a_stale_lock(jpath: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()  # its PID is now dead
+def test_lock_refuses_while_another_live_process_holds_it(jpath: Path,
+                                                          holder: subprocess.Popen[str]) -> None:
     lock = JournalLock(jpath)
-    lock.path.parent.mkdir(parents=True, exist_ok=True)
-    lock.path.write_text(f"{proc.pid}\n")
+    with pytest.raises(JournalError, match=f"in use by running process {holder.pid}"):
+        lock.acquire()
+    assert lock.path.read_text().strip() == str(holder.pid)
+
+
+def test_lock_of_a_process_that_died_is_free_again(jpath: Path,
+                                                   holder: subprocess.Popen[str]) -> None:
+    os.kill(holder.pid, signal.SIGKILL)  # no chance to release: the kernel drops the flock
+    holder.wait()
+    lock = JournalLock(jpath)
     lock.acquire()
     try:
         assert lock.path.read_text().strip() == str(os.getpid())
@@ -564,162 +691,69 @@ def test_lock_takes_over_a_stale_lock(jpath: Path) -> None:
 CONN_PW, REPL_PW, LITERAL_PW = "conn-pw-Zq1", "repl-pw-Xy7", "lit-pw-Wv3"
 
 
-class FakeSession:
-    """Stands in for resync.mysql.Session: records what the driver would receive."""
-
-    sent: list[tuple[str, tuple[object, ...]]] = []
-    specs: list[ConnectionSpec] = []
-
-    def __init__(self, spec: ConnectionSpec) -> None:
-        self.spec = spec
-        FakeSession.specs.append(spec)
-
-    def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
-        FakeSession.sent.append((sql, params))
-        return []
-
-    def alive(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
 class PasswordStep(Step):
-    key, title, hosts = "point-replica:db2", "point the replica", ("db2",)
+    id = StepId(StepKind.POINT_REPLICA, "h")
+    title = "point the replica"
 
     def plan(self) -> tuple[Action, ...]:
-        return (Sql("db2", "CHANGE MASTER TO MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_POS=%s",
-                    ("repl", EnvSecret("REPL_PASSWORD"), Ref("source.pos"))),
-                Sql("db2", "SET @x = %s", (Secret(LITERAL_PW),)))
+        return (Sql("h", "CHANGE MASTER TO MASTER_USER=%s, MASTER_PASSWORD=%s",
+                    ("repl", EnvSecret("REPL_PASSWORD"))),
+                Sql("h", "SET @x = %s", (Secret(LITERAL_PW),)))
 
 
 @pytest.fixture
-def run_context(jpath: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunContext]:
-    for var, value in (("DB1_PASSWORD", CONN_PW), ("DB2_PASSWORD", CONN_PW),
-                       ("REPL_PASSWORD", REPL_PW)):
-        monkeypatch.setenv(var, value)
-    FakeSession.sent, FakeSession.specs = [], []
-    loaded = load_runbook(RUNBOOKS / "rebuild-old-primary.yaml")
-    journal = Journal.create(jpath, run_id="r1", runbook_path=str(loaded.path),
-                             runbook_sha256=loaded.sha256, steps=[(PasswordStep.key, "x")])
-    journal.capture("source.pos", 4)
-    yield RunContext(loaded, journal, clock=FakeClock(), connector=FakeSession)
+def repl_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPL_PASSWORD", REPL_PW)
 
 
-def test_secrets_never_in_the_journal(jpath: Path, run_context: RunContext) -> None:
-    Engine([PasswordStep()], run_context.journal, run_context).run()
+@pytest.mark.usefixtures("repl_env")
+def test_secrets_never_in_the_journal(jpath: Path) -> None:
+    world = World()
+    steps: list[Step] = [PasswordStep()]
+    engine(steps, make_journal(jpath, steps), world).run()
     # the driver got the real values ...
-    assert FakeSession.sent == [
-        ("CHANGE MASTER TO MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_POS=%s", ("repl", REPL_PW, 4)),
+    assert [(sql, params) for _, sql, params in world.sent] == [
+        ("CHANGE MASTER TO MASTER_USER=%s, MASTER_PASSWORD=%s", ("repl", REPL_PW)),
         ("SET @x = %s", (LITERAL_PW,)),
     ]
-    assert FakeSession.specs[0].password is not None
-    assert FakeSession.specs[0].password.reveal() == CONN_PW
     # ... the journal only the masked text
     text = jpath.read_text()
-    for secret in (CONN_PW, REPL_PW, LITERAL_PW):
+    for secret in (REPL_PW, LITERAL_PW):
         assert secret not in text
     commands = Journal.load(jpath).data.commands
     assert [c.text for c in commands] == [
-        f"CHANGE MASTER TO MASTER_USER='repl', MASTER_PASSWORD='{MASK}', MASTER_LOG_POS=4",
+        f"CHANGE MASTER TO MASTER_USER='repl', MASTER_PASSWORD='{MASK}'",
         f"SET @x = '{MASK}'",
     ]
-    assert all(c.step == "point-replica:db2" and c.host == "db2" and c.ok for c in commands)
+    assert all(c.step == PasswordStep().key and c.host == "h" and c.ok for c in commands)
 
 
-def test_connection_password_is_masked_in_failed_command_detail(jpath: Path,
-                                                                run_context: RunContext) -> None:
-    class Failing(FakeSession):
-        def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
-            raise DatabaseError(f"[db2] error 1045: denied for password {CONN_PW}")
+@pytest.mark.usefixtures("repl_env")
+def test_bound_secret_quoted_back_by_the_server_is_masked(jpath: Path) -> None:
+    def echo(params: tuple[object, ...]) -> list[dict[str, Any]]:
+        # pymysql interpolates client-side: a syntax error quotes the statement with the value
+        raise DatabaseError(f"[h] error 1064: syntax error near '{params[1]}'", code=1064)
 
-    run_context._connector = Failing
-    with pytest.raises(DatabaseError):
-        run_context.sql(PasswordStep().plan()[0])
-    (command,) = Journal.load(jpath).data.commands
-    assert command.ok is False
-    assert command.detail == f"[db2] error 1045: denied for password {MASK}"
-    assert CONN_PW not in jpath.read_text()
-
-
-def test_bound_secret_is_masked_in_failed_command_detail(jpath: Path, run_context: RunContext) -> None:
-    class Echoing(FakeSession):
-        def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
-            # pymysql interpolates client-side: a syntax error quotes the statement with the value
-            raise DatabaseError(f"[db2] error 1064: syntax error near '{params[1]}'")
-
-    run_context._connector = Echoing
+    world = World(replies={"CHANGE MASTER TO MASTER_USER=%s, MASTER_PASSWORD=%s": echo})
+    steps: list[Step] = [PasswordStep()]
     with pytest.raises(StepFailed) as info:
-        Engine([PasswordStep()], run_context.journal, run_context).run()
+        engine(steps, make_journal(jpath, steps), world).run()
     assert REPL_PW not in str(info.value)
     assert REPL_PW not in jpath.read_text()
+    (command,) = Journal.load(jpath).data.commands
+    assert command.ok is False
+    assert command.detail == f"[h] error 1064: syntax error near '{MASK}'"
+    assert Journal.load(jpath).step(PasswordStep().key).error == command.detail
 
 
-# -- waiting ----------------------------------------------------------------------------------------
-
-
-def test_wait_until_times_out_without_sleeping() -> None:
-    clock = FakeClock()
-    calls: list[float] = []
-
-    def probe() -> bool:
-        calls.append(clock.now())
-        return False
-
-    started = time.monotonic()
-    with pytest.raises(WaitTimeout) as info:
-        wait_until(probe, what="replication on db2 to be healthy", timeout=3600, interval=0.5,
-                   clock=clock, describe_failure=lambda: "Slave_IO_Running=No")
-    assert time.monotonic() - started < 2.0  # an hour of fake time, no real sleeping
-    assert str(info.value) == ("timed out after 3600s waiting for replication on db2 to be healthy: "
-                               "Slave_IO_Running=No")
-    assert clock.now() == 3600
-    assert len(calls) == 7201  # one probe per interval, plus one at the deadline
-
-
-def test_wait_until_returns_the_first_truthy_result() -> None:
-    clock = FakeClock()
-    answers = iter([None, False, None, "ready"])
-    assert wait_until(lambda: next(answers), what="x", timeout=10, interval=1, clock=clock) == "ready"
-    assert clock.now() == 3
-
-
-class LockStep(FakeStep):
-    """Holds something in the process (like FLUSH TABLES WITH READ LOCK) until `released_by`."""
-
-    def __init__(self, key: str, log: Log, released_by: str, held: bool) -> None:
-        super().__init__(key, log)
-        self.released_by, self.held = released_by, held
-
-    def in_effect(self, ctx: StepContext) -> bool:
-        return self.held
-
-
-@pytest.mark.parametrize(("release_done", "expect_rerun"), [(False, True), (True, False)])
-def test_resume_redoes_a_lock_that_died_with_the_previous_process(
-        jpath: Path, release_done: bool, expect_rerun: bool) -> None:
-    """Regression: a crash between the donor's read lock and its shutdown lost the lock, and
-    resume went on to copy a donor that had taken writes after the captured coordinates."""
-    log: Log = []
-    steps: list[Step] = [LockStep("lock", log, released_by="stop", held=False),
-                         FakeStep("stop", log), FakeStep("copy", log)]
+def test_connection_password_is_masked_in_failed_command_detail(jpath: Path) -> None:
+    world = World(replies={"do a": DatabaseError(f"[h] error 1045: denied for password {CONN_PW}")})
+    steps: list[Step] = [FakeStep("a")]
     journal = make_journal(jpath, steps)
-    journal.transition("lock", StepState.DONE)
-    if release_done:
-        journal.transition("stop", StepState.DONE)
-
-    Engine(steps, Journal.load(jpath), FakeContext()).run()
-
-    assert ("run", "lock") in log if expect_rerun else ("run", "lock") not in log
-    assert runs(log)[-1] == "copy"
-    assert states(jpath)["lock"] == "done"
-
-
-def test_a_lock_still_held_is_not_redone(jpath: Path) -> None:
-    log: Log = []
-    steps: list[Step] = [LockStep("lock", log, released_by="stop", held=True), FakeStep("stop", log)]
-    journal = make_journal(jpath, steps)
-    journal.transition("lock", StepState.DONE)
-    Engine(steps, journal, FakeContext()).run()
-    assert runs(log) == ["stop"]
+    executor = make_executor(journal, world, secrets=[Secret(CONN_PW, source="$H_PASSWORD")])
+    with pytest.raises(StepFailed) as info:
+        Engine(steps, journal, executor).run()
+    assert CONN_PW not in str(info.value)
+    (command,) = Journal.load(jpath).data.commands
+    assert command.detail == f"[h] error 1045: denied for password {MASK}"
+    assert CONN_PW not in jpath.read_text()

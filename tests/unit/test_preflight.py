@@ -1,81 +1,68 @@
-"""Preflight refusals that a sandbox cannot easily stage: too little disk, binlog off, versions."""
+"""Preflight: verdicts are pure functions over captured values; the checks themselves are data.
+
+Refusals a sandbox cannot easily stage (too little disk, binlog off, versions, a taken port) are
+pinned on the verdict functions; build_checks() must make a list that connects to nothing.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from resync.actions.dialect import ServerVersion
+from resync.actions.types import Capture, CaptureRows, Composite, Leaf, Login, Shell, Value
 from resync.model.errors import ResyncError
+from resync.model.keys import DONOR_BYTES, preflight_value
 from resync.model.runbook import load_runbook
+from resync.plan.build import assumed_facts, copy_spec
 from resync.steps import preflight
 from resync.steps.copy.commands import CopySpec
-from resync.steps.copy.pipeline import DONOR_BYTES
-from resync.transport.local import CommandResult
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "rebuild-old-primary.yaml"
-SPEC = CopySpec(donor="db2", recipient="db1", donor_datadir="/var/lib/mysql",
-                recipient_datadir="/var/lib/mysql", listen_address="db1", port=7878,
-                owner="mysql:mysql", excludes=("./*-bin.[0-9]*",))
+GIB = 2**30
 
 
-class FakeHost:
-    def __init__(self, name: str, outputs: dict[str, str]) -> None:
-        self.name, self.outputs = name, outputs
-
-    def run(self, command: str, **_: Any) -> CommandResult:
-        for prefix, out in self.outputs.items():
-            if command.startswith(prefix):
-                return CommandResult(self.name, command, 0, out, "")
-        raise AssertionError(f"unexpected command on {self.name}: {command}")
+def spec(**changes: object) -> CopySpec:
+    base = CopySpec(donor="db2", recipient="db1", donor_datadir="/var/lib/mysql",
+                    recipient_datadir="/var/lib/mysql", listen_address="db1", port=7878,
+                    owner="mysql:mysql", excludes=("./*-bin.[0-9]*",))
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
-class FakeCtx:
-    def __init__(self, hosts: dict[str, FakeHost]) -> None:
-        self.hosts = hosts
-        self.captured: dict[str, Any] = {}
-
-    def host(self, name: str) -> FakeHost:
-        return self.hosts[name]
-
-    def capture(self, key: str, value: Any) -> None:
-        self.captured[key] = value
+def disk(donor_bytes: Value, free_bytes: Value) -> dict[str, Value]:
+    return {str(DONOR_BYTES): donor_bytes, str(preflight_value("db1", "free_bytes")): free_bytes}
 
 
-def disk_ctx(donor_bytes: int, free_bytes: int) -> FakeCtx:
-    return FakeCtx({"db2": FakeHost("db2", {"du -sb": f"{donor_bytes}\n"}),
-                    "db1": FakeHost("db1", {"df -B1": f"{free_bytes}\n"})})
+# -- verdicts ------------------------------------------------------------------------------------
 
 
 def test_too_little_disk_on_the_recipient_is_refused() -> None:
-    loaded = load_runbook(RUNBOOK)
-    ctx = disk_ctx(donor_bytes=100 * 2**30, free_bytes=105 * 2**30)  # needs 110 GiB
-    with pytest.raises(ResyncError, match=r"db1 has 105.00 GiB free under /var/lib, needs 110.00 GiB"):
-        preflight._disk(ctx, loaded, SPEC)  # type: ignore[arg-type]
+    captured = disk(str(100 * GIB), str(105 * GIB))  # needs 110 GiB
+    with pytest.raises(ResyncError,
+                       match=r"db1 has 105\.00 GiB free under /var/lib, needs 110\.00 GiB"):
+        preflight._disk(captured, "db1", "/var/lib")
 
 
-def test_enough_disk_passes_and_records_the_donor_size() -> None:
-    loaded = load_runbook(RUNBOOK)
-    ctx = disk_ctx(donor_bytes=10 * 2**30, free_bytes=12 * 2**30)
-    assert "to copy: 10.00 GiB" in preflight._disk(ctx, loaded, SPEC)  # type: ignore[arg-type]
-    assert ctx.captured[DONOR_BYTES] == 10 * 2**30
+def test_enough_disk_passes_and_names_the_sizes() -> None:
+    verdict = preflight._disk(disk(10 * GIB, 12 * GIB), "db1", "/var/lib")
+    assert verdict == "to copy: 10.00 GiB of the donor's datadir; 12.00 GiB free on db1"
 
 
-def test_binlog_off_is_refused() -> None:
-    with pytest.raises(ResyncError, match="binary logging is off"):
-        preflight._true("0", "binary logging is off")
-    assert preflight._true("1", "unused") == "on"
+def test_unreadable_disk_figures_are_refused_not_crashed() -> None:
+    with pytest.raises(ResyncError, match="could not read the donor's datadir size"):
+        preflight._disk(disk("", "12"), "db1", "/var/lib")
 
 
-def test_equal_server_ids_are_refused() -> None:
-    with pytest.raises(ResyncError, match="same server_id 7"):
-        preflight._distinct(7, 7)
+def test_a_host_that_did_not_answer_skips_its_verdict() -> None:
+    with pytest.raises(preflight.Skip, match="db1 did not answer"):
+        preflight._disk({str(DONOR_BYTES): 1}, "db1", "/var/lib")
 
 
 @pytest.mark.parametrize(("donor", "recipient", "problem"), [
     ("mariadb-10.11.19", "mariadb-10.6.20", "older than the donor"),
+    ("mysql-8.4.3", "mysql-8.0.36", "older than the donor"),
     ("mysql-8.4.3", "mariadb-11.4.4", "one flavor"),
 ])
 def test_incompatible_versions_are_refused(donor: str, recipient: str, problem: str) -> None:
@@ -83,9 +70,57 @@ def test_incompatible_versions_are_refused(donor: str, recipient: str, problem: 
         preflight._compatible(ServerVersion.parse(donor), ServerVersion.parse(recipient))
 
 
-def test_newer_recipient_is_accepted() -> None:
+def test_same_or_newer_recipient_is_accepted() -> None:
     assert preflight._compatible(ServerVersion.parse("mariadb-10.6.20"),
                                  ServerVersion.parse("mariadb-10.11.19"))
+    assert preflight._compatible(ServerVersion.parse("mysql-8.4.3"),
+                                 ServerVersion.parse("mysql-8.4.3")) == "mysql-8.4.3 -> mysql-8.4.3"
+
+
+def test_equal_server_ids_are_refused() -> None:
+    with pytest.raises(ResyncError, match="same server_id 7"):
+        preflight._distinct(7, 7)
+    assert preflight._distinct(1, 2) == "1 / 2"
+
+
+def test_binlog_off_is_refused() -> None:
+    with pytest.raises(ResyncError, match="binary logging is off"):
+        preflight._true(0, "binary logging is off")
+    with pytest.raises(ResyncError):
+        preflight._true("OFF", "off")
+    assert preflight._true(1, "unused") == "on"
+    assert preflight._true("ON", "unused") == "on"
+
+
+def test_missing_tools_are_listed() -> None:
+    key = str(preflight_value("db2", "missing_tools"))
+    with pytest.raises(ResyncError, match=r"missing on db2: nc, openssl \(Debian: apt-get"):
+        preflight._tools({key: "nc\nopenssl"}, "db2", ("tar", "nc", "openssl"))
+    assert preflight._tools({key: ""}, "db2", ("tar", "nc")) == "tar, nc"
+
+
+def test_a_taken_copy_port_is_named() -> None:
+    key = str(preflight_value("db1", "port_listeners"))
+    listener = "LISTEN 0 1 0.0.0.0:7878 0.0.0.0:*"
+    with pytest.raises(ResyncError, match=f"something already listens on port 7878: {listener}"):
+        preflight._port_free({key: listener}, "db1", 7878)
+    assert preflight._port_free({key: "  \n"}, "db1", 7878) == "free"
+
+
+def test_replication_user_must_exist_with_the_privilege() -> None:
+    key = str(preflight_value("db2", "replication_users"))
+    with pytest.raises(ResyncError, match="no user 'repl' with REPLICATION SLAVE on db2"):
+        preflight._replication_user({key: 0}, "db2", "repl")
+    with pytest.raises(ResyncError, match="no user 'repl'"):
+        preflight._replication_user({key: None}, "db2", "repl")
+    assert "'repl' can log in to db2" in preflight._replication_user({key: 1}, "db2", "repl")
+
+
+def test_a_mount_point_datadir_is_refused() -> None:
+    key = str(preflight_value("db1", "datadir_kind"))
+    with pytest.raises(ResyncError, match="is a mount point"):
+        preflight._not_a_mount_point({key: "mount"}, "db1", "/var/lib/mysql")
+    assert "is a directory" in preflight._not_a_mount_point({key: "dir"}, "db1", "/var/lib/mysql")
 
 
 def test_innodb_files_outside_the_datadir_are_refused() -> None:
@@ -106,3 +141,87 @@ def test_settings_baked_into_the_files_must_match() -> None:
     assert "innodb_page_size=16384" in settings_match(donor, dict(donor))
     with pytest.raises(ResyncError, match="innodb_page_size: donor '16384', recipient '65536'"):
         settings_match(donor, {**donor, "innodb_page_size": "65536"})
+
+
+# -- build_checks: data only -----------------------------------------------------------------------
+
+
+def leaves_of(checks: tuple[preflight.Check, ...]) -> list[Leaf]:
+    out: list[Leaf] = []
+    for check in checks:
+        for action in check.actions:
+            out += action.parts() if isinstance(action, Composite) else [action]
+    return out
+
+
+def built(monkeypatch: pytest.MonkeyPatch) -> tuple[preflight.Check, ...]:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("building the checks tried to connect")
+
+    monkeypatch.setattr("resync.transport.mysql.connect", refuse)
+    monkeypatch.setattr("resync.run.connect.make_host", refuse)
+    loaded = load_runbook(RUNBOOK)
+    facts = assumed_facts(loaded, {})
+    return preflight.build_checks(loaded, copy_spec(loaded, facts), frozenset(), facts.versions)
+
+
+def test_build_checks_is_pure_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = built(monkeypatch)
+    names = [c.name for c in checks]
+    assert len(names) == len(set(names)) == 15
+    for name in ("versions compatible", "distinct server_id", "replication user", "disk space",
+                 "db1: copy port 7878 free", "db2: tools", "db1: tools"):
+        assert name in names
+    for leaf in leaves_of(checks):
+        # frozen dataclasses of text and numbers: nothing holds a host or a session
+        assert dataclasses.is_dataclass(leaf), leaf
+        for f in dataclasses.fields(leaf):
+            value = getattr(leaf, f.name)
+            assert not callable(value) or isinstance(value, type), (leaf, f.name)
+            assert type(value).__module__.split(".")[:2] != ["resync", "transport"], (leaf, f.name)
+        assert leaf.host in ("db1", "db2"), leaf
+        assert leaf.render()  # renders without any captured value
+    # checks without actions of their own judge what others captured
+    assert [c.actions for c in checks if c.name == "versions compatible"] == [()]
+
+
+def test_replication_user_check_logs_in_for_real(monkeypatch: pytest.MonkeyPatch) -> None:
+    (check,) = [c for c in built(monkeypatch) if c.name == "replication user"]
+    count, login = check.actions
+    assert isinstance(count, Capture) and count.params == ("repl",)
+    assert isinstance(login, Login)
+    assert (login.host, login.user, login.password_env) == ("db2", "repl", "REPL_PASSWORD")
+    assert login.render() == "log in as 'repl' (password from $REPL_PASSWORD)"
+
+
+def test_every_check_ends_in_a_verdict_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = built(monkeypatch)
+    parts = preflight.Checks("db1", checks).parts()
+    verdicts = [p for p in parts if isinstance(p, preflight.Verdict)]
+    assert [v.name for v in verdicts] == [c.name for c in checks]
+    assert isinstance(parts[-1], preflight.Verdict)
+    kinds = {type(p) for p in parts}
+    assert kinds <= {Capture, CaptureRows, Shell, Login, preflight.Verdict,
+                     *(type(p) for p in parts if p.kind == "poll")}
+
+
+def test_the_disk_check_reads_both_sides(monkeypatch: pytest.MonkeyPatch) -> None:
+    (check,) = [c for c in built(monkeypatch) if c.name == "disk space"]
+    du, df = check.actions
+    assert isinstance(du, Shell) and isinstance(df, Shell)
+    assert (du.host, du.privileged, du.into) == ("db2", True, DONOR_BYTES)
+    assert du.render().startswith("du -sb --exclude=")
+    assert (df.host, df.into) == ("db1", preflight_value("db1", "free_bytes"))
+    verdict = check.judge(disk(GIB, 2 * GIB))
+    assert "1.00 GiB" in verdict
+    with pytest.raises(ResyncError, match="GiB free"):
+        check.judge(disk(2 * GIB, GIB))
+
+
+def test_ssh_method_checks_reachability_instead_of_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = load_runbook(RUNBOOK)
+    facts = assumed_facts(loaded, {})
+    ssh = dataclasses.replace(copy_spec(loaded, facts), method="ssh", ssh_target="root@db1")
+    names = [c.name for c in preflight.build_checks(loaded, ssh, frozenset(), facts.versions)]
+    assert "db2: ssh to db1" in names
+    assert not [n for n in names if "copy port" in n]

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from resync.cli.render import render_json, render_markdown, render_text, views
+from resync.actions.types import ActionView
+from resync.cli.render import render_json, render_markdown, render_text
 from resync.model.runbook import parse_runbook
 from resync.model.secrets import MASK
 from resync.plan.build import Plan, assumed_facts, build_plan, parse_version_overrides
+from resync.plan.document import differences, plan_document, step_views
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -27,11 +29,28 @@ EXAMPLES = ("rebuild-old-primary", "rebuild-replica")
 UPDATE = os.environ.get("RESYNC_UPDATE_GOLDEN") == "1"
 
 
-def make_plan(name: str, versions: str | None = None) -> Plan:
+def make_plan(name: str, versions: str | None = None, edit: tuple[str, str] | None = None) -> Plan:
     # a fixed, relative path label keeps the golden files independent of the checkout location
     label = Path("runbooks") / f"{name}.yaml"
-    loaded = parse_runbook((ROOT / label).read_text(encoding="utf-8"), label)
+    text = (ROOT / label).read_text(encoding="utf-8")
+    if edit is not None:
+        assert text.count(edit[0]) == 1, edit
+        text = text.replace(*edit)
+    loaded = parse_runbook(text, label)
     return build_plan(loaded, assumed_facts(loaded, parse_version_overrides(versions, loaded)))
+
+
+def flat(actions: list[ActionView]) -> list[ActionView]:
+    """Every action, those inside holds, branches and composites included."""
+    out: list[ActionView] = []
+    for a in actions:
+        out += [a, *flat(a.children), *flat(a.otherwise)]
+    return out
+
+
+def all_actions(plan: Plan, kinds: tuple[str, ...]) -> list[str]:
+    return [a.text for v in step_views(plan) for a in flat(v.actions) + flat(v.undo)
+            if a.kind in kinds]
 
 
 def rendered(name: str, fmt: str, versions: str | None = None) -> str:
@@ -90,7 +109,9 @@ def test_old_primary_plan_structure() -> None:
         "START SLAVE",
     ]
     hosts = {a["host"] for s in doc["steps"] for a in s["actions"]}
-    assert hosts == {"db1", "db2"}
+    assert hosts == {"db1", "db2", "-"}
+    # "-": decisions over captured values, which run on no host
+    assert {a["kind"] for s in doc["steps"] for a in s["actions"] if a["host"] == "-"} == {"when"}
 
 
 def test_replica_plan_structure() -> None:
@@ -110,7 +131,7 @@ def test_markdown_flags_destructive_steps_and_missing_undo() -> None:
     assert "## 6. Move db1's datadir aside (kept) and create an empty one — **DESTRUCTIVE**" in md
     assert md.count("— **DESTRUCTIVE**") == 3
     assert md.count("Undo: none") == 2  # the copy and the binlog reset
-    for step in views(make_plan("rebuild-old-primary")):
+    for step in step_views(make_plan("rebuild-old-primary")):
         assert f"## {step.number}. {step.title}" in md
         for action in step.actions:
             assert action.text in md
@@ -120,25 +141,54 @@ def test_mysql_84_renders_the_new_keywords() -> None:
     versions = "donor=mysql-8.4.3,recipient=mysql-8.4.3"
     plan = make_plan("rebuild-old-primary", versions)
     assert plan.facts.source == "given"
-    sql = [a.text for v in views(plan) for a in v.actions + v.undo if a.kind == "sql"]
-    # REPLICATION SLAVE is the privilege's name on every version (the preflight check names it)
-    checks = [a.text.replace("REPLICATION SLAVE", "REPLICATION_PRIV") for v in views(plan)
-              for a in v.actions if a.kind == "check"]
+    sql = all_actions(plan, ("sql", "capture", "poll"))
+    # REPLICATION SLAVE is the privilege's name on every version (the preflight check names it;
+    # its column is Repl_slave_priv)
+    checks = [t.replace("REPLICATION SLAVE", "REPLICATION_PRIV")
+              for t in all_actions(plan, ("check", "login"))]
     joined = "\n".join(sql)
     assert any(s.startswith("CHANGE REPLICATION SOURCE TO SOURCE_HOST='db1.example.internal'")
                for s in sql), joined
     assert "SHOW BINARY LOG STATUS" in sql
     assert "RESET BINARY LOGS AND GTIDS" in sql
     assert "STOP REPLICA" in sql and "START REPLICA" in sql
+    assert "SELECT @@GLOBAL.gtid_executed AS gtid" in sql
+    assert any("SHOW REPLICA STATUS until Replica_IO_Running=Yes" in s for s in sql), joined
     assert not [s for s in sql + checks if re.search(r"\bMASTER|MASTER_|SLAVE\b", s)], joined
     md = render_markdown(plan)
     assert "given with --server-version" in md
     assert "ASSUMED" not in md
     # the replica scenario on 8.4 too (no binlog reset there, but the new names everywhere)
-    replica_sql = [a.text for v in views(make_plan("rebuild-replica", versions)) for a in v.actions
-                   if a.kind == "sql"]
+    replica_sql = all_actions(make_plan("rebuild-replica", versions), ("sql", "capture"))
     assert "SHOW BINARY LOG STATUS" in replica_sql
     assert not [s for s in replica_sql if "MASTER" in s]
+
+
+def test_mariadb_renders_its_own_gtid_statements() -> None:
+    sql = all_actions(make_plan("rebuild-old-primary"), ("sql", "capture"))
+    assert "SELECT @@GLOBAL.gtid_binlog_pos AS gtid" in sql
+    assert "SET GLOBAL gtid_binlog_state = <donor.gtid>" in sql
+    assert "SELECT MASTER_GTID_WAIT(<verify.position>, 300) AS reached" in sql
+    assert not [s for s in sql if "REPLICA" in s or "gtid_executed" in s]
+
+
+def test_preflight_lists_every_check_and_its_leaves() -> None:
+    (composite,) = step_views(make_plan("rebuild-old-primary"))[0].actions
+    assert composite.kind == "composite"
+    kinds = [a.kind for a in composite.children]
+    assert kinds.count("check") == 15
+    assert "login" in kinds  # the replication user logs in for real
+    assert [a.id for a in composite.children] == [f"0.{i}" for i in range(len(kinds))]
+
+
+def test_undo_and_otherwise_notes_are_rendered() -> None:
+    md = rendered("rebuild-old-primary", "md")
+    assert "- otherwise: already recorded by an earlier attempt" in md
+    assert "- otherwise: it had no replication source before the run: nothing to restore" in md
+    assert "- otherwise: no user tables: nothing to compare" in md
+    text = as_text(make_plan("rebuild-old-primary"))
+    assert "otherwise: already stopped: no stop command" in text
+    assert "undo:" in text
 
 
 def test_text_format_warns_when_versions_are_assumed() -> None:
@@ -173,3 +223,33 @@ def test_mysql_copy_excludes_its_identity_and_default_binlogs() -> None:
     for pattern in ("./auto.cnf", "./binlog.[0-9]*", "./binlog.index", "./*relay-bin.*"):
         assert pattern in mysql
     assert "./auto.cnf" not in mariadb and "./*-bin.state" in mariadb
+
+
+# -- the plan document: its hash binds a run to the reviewed plan -----------------------------------
+
+
+def test_plan_sha256_is_stable_and_changes_with_an_action() -> None:
+    first = plan_document(make_plan("rebuild-old-primary"))
+    again = plan_document(make_plan("rebuild-old-primary"))
+    assert first["plan_sha256"] == again["plan_sha256"]
+    assert re.fullmatch(r"[0-9a-f]{64}", first["plan_sha256"])
+    assert json.loads(rendered("rebuild-old-primary", "json"))["plan_sha256"] == first["plan_sha256"]
+    other_port = plan_document(make_plan("rebuild-old-primary", edit=("port: 7878", "port: 7879")))
+    assert other_port["plan_sha256"] != first["plan_sha256"]
+    # the header is not hashed: only the steps and their actions are
+    assert first["runbook"]["sha256"] != other_port["runbook"]["sha256"]
+
+
+def test_differences_name_the_action_that_changed() -> None:
+    reviewed = plan_document(make_plan("rebuild-old-primary"))["steps"]
+    assert differences(reviewed, reviewed) == []
+    now = plan_document(make_plan("rebuild-old-primary", edit=("port: 7878", "port: 7879")))["steps"]
+    diff = differences(reviewed, now)
+    assert diff, "a different copy port must show up"
+    assert all(d.startswith(("step preflight ", "step copy-datadir:db2->db1 ")) for d in diff), diff
+    port_check = [d for d in diff if "ss -Hltn 'sport = :7878'" in d]
+    assert port_check and "ss -Hltn 'sport = :7879'" in port_check[0]
+    assert "reviewed:" in port_check[0] and "now:" in port_check[0]
+    # a step that is gone is named as such
+    missing = differences(reviewed, [s for s in reviewed if s["key"] != "unlock:db1"])
+    assert missing == ["step unlock:db1: in the reviewed plan, not in this run's"]

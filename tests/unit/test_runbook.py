@@ -339,3 +339,45 @@ def test_keep_system_schema_is_refused_with_the_reason(tmp_path: Path) -> None:
         parse_runbook(text, tmp_path / "rb.yaml")
     assert "keep_system_schema is refused" in str(err.value)
     assert "gtid_slave_pos" in str(err.value)
+
+
+# -- host addresses ---------------------------------------------------------------------------------
+
+
+def test_address_with_shell_metacharacters_is_refused(tmp_path: Path) -> None:
+    text = edit(example(), "    address: db1.example.internal   #", '    address: "db1; rm -rf /"   #')
+    path, err = load_error(tmp_path, text)
+    assert_names(err, path, line_no(text, "db1; rm -rf /"), "hosts.db1.address")
+    assert "neither an IP address nor a hostname" in str(err)
+
+
+@pytest.mark.parametrize("bad", ["db1 example", "db1.example.internal.$(id)", "-db1", "db1-.example",
+                                 "db_1", "a" * 64, ".".join(["a" * 63] * 4) + ".com", "10.0.0.256",
+                                 '""', "db1..example", '"db1\\n"'])
+def test_invalid_addresses_are_refused(tmp_path: Path, bad: str) -> None:
+    text = edit(example(), "    address: db2.example.internal\n", f"    address: {bad}\n")
+    path, err = load_error(tmp_path, text)
+    assert_names(err, path, line_no(text, f"address: {bad}"), "hosts.db2.address")
+
+
+@pytest.mark.parametrize("good", ["db1.example.internal", "db1.example.internal.", "localhost", "DB-1",
+                                  "10.0.0.11", "'2001:db8::11'", "'::1'", "'fe80::1%eth0'", "3com.example"])
+def test_hostnames_and_ip_addresses_are_accepted(tmp_path: Path, good: str) -> None:
+    text = edit(example(), "    address: db1.example.internal   #", f"    address: {good}   #")
+    loaded = load_runbook(write(tmp_path, text))
+    assert loaded.model.hosts["db1"].address == good.strip("'")
+
+
+def test_ipv6_address_is_accepted(tmp_path: Path) -> None:
+    text = edit(example(), "    address: db2.example.internal\n", '    address: "2001:db8::12"\n')
+    assert load_runbook(write(tmp_path, text)).model.hosts["db2"].mysql_host == "2001:db8::12"
+
+
+def test_mysql_host_is_validated_like_the_address(tmp_path: Path) -> None:
+    text = edit(example(), "      port: 3306                    # host defaults",
+                "      host: 'db1 && reboot'\n      port: 3306                    # host defaults")
+    path, err = load_error(tmp_path, text)
+    assert_names(err, path, line_no(text, "db1 && reboot"), "hosts.db1.mysql.host")
+    text = edit(example(), "      port: 3306                    # host defaults",
+                "      host: 192.0.2.11\n      port: 3306                    # host defaults")
+    assert load_runbook(write(tmp_path, text)).model.hosts["db1"].mysql_host == "192.0.2.11"

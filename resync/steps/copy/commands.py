@@ -13,8 +13,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
-from resync.actions.types import Ref, Shell, q
+from resync.actions.quoting import argv, q
+from resync.actions.types import Ref, Shell
 from resync.model.errors import ResyncError
+from resync.model.keys import OLD_DATADIR, RUN_ID, Key
 
 Method = Literal["stream", "ssh"]
 Compress = Literal["none", "zstd", "lz4"]
@@ -102,11 +104,17 @@ def _decompress(spec: CopySpec) -> str:
     return {"zstd": "zstd -q -d -c | ", "lz4": "lz4 -q -d -c | "}.get(spec.compress, "")
 
 
+def _socat_host(address: str) -> str:
+    """socat reads `host:port`: an IPv6 address goes in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
 def listen(tool: str, address: str, port: int) -> str:
     if tool == "nc-openbsd":
         return f"nc -d -l {q(address)} {port}"
     if tool == "socat":
-        return f"socat -u TCP-LISTEN:{port},bind={address},reuseaddr STDOUT"
+        return argv("socat", "-u", f"TCP-LISTEN:{port},bind={_socat_host(address)},reuseaddr",
+                    "STDOUT")
     raise ResyncError(f"no listener tool '{tool}' (need OpenBSD nc or socat on the recipient)")
 
 
@@ -114,9 +122,9 @@ def connect(tool: str, address: str, port: int) -> str:
     if tool == "nc-openbsd":
         return f"nc -N {q(address)} {port}"
     if tool == "socat":
-        return f"socat -u STDIN TCP:{address}:{port}"
+        return argv("socat", "-u", "STDIN", f"TCP:{_socat_host(address)}:{port}")
     if tool == "bash-tcp":
-        return f"cat > /dev/tcp/{address}/{port}"
+        return f"cat > {q(f'/dev/tcp/{address}/{port}')}"
     raise ResyncError(f"no connector tool '{tool}'")
 
 
@@ -132,7 +140,7 @@ def clear_partial(spec: CopySpec) -> Shell:
     """Empty the recipient's new datadir (an earlier attempt's partial copy), but only while the
     old datadir is safely aside: the one copy that matters is never touched here."""
     d = q(spec.recipient_datadir)
-    return Shell.line(spec.recipient, "set -e; test -d ", Ref("recipient.old_datadir"),
+    return Shell.line(spec.recipient, "set -e; test -d ", Ref(OLD_DATADIR),
                       f"; find {d} -mindepth 1 -delete", privileged=True)
 
 
@@ -157,14 +165,14 @@ MARK = "resync-copy-run"
 
 
 def _tagged(host: str, script: str) -> Shell:
-    return Shell.line(host, f": {MARK} ", Ref("run_id"), "; " + script, privileged=True)
+    return Shell.line(host, f": {MARK} ", Ref(RUN_ID), "; " + script, privileged=True)
 
 
 def stop_leftovers(host: str) -> Shell:
     """Stop the copy ends of this run still running on host (after a crash of resync)."""
     # 'resync-copy-ru[n] ' matches the tag but not this command line, which holds the brackets
     # each end runs in its own process group: stop the group, wait (10 s at most) until it is gone
-    return Shell.line(host, f"for p in $(pgrep -f '{MARK[:-1]}[{MARK[-1]}] '", Ref("run_id"),
+    return Shell.line(host, f"for p in $(pgrep -f '{MARK[:-1]}[{MARK[-1]}] '", Ref(RUN_ID),
                       "); do g=$(ps -o pgid= -p $p | tr -d ' '); [ -n \"$g\" ] || continue; "
                       "kill -TERM -- -$g 2>/dev/null; for i in $(seq 100); do "
                       "kill -0 -- -$g 2>/dev/null || break; sleep 0.1; done; done; true",
@@ -184,8 +192,7 @@ def _ssh_to_recipient(spec: CopySpec, remote_script: str) -> str:
     if spec.ssh_sudo:
         remote = "sudo -n " + remote
     cipher = ["-c", spec.ssh_cipher] if spec.ssh_cipher else []
-    argv = ["ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote]
-    return " ".join(q(a) for a in argv)
+    return argv("ssh", "-o", "BatchMode=yes", *cipher, *spec.ssh_options, spec.ssh_target, remote)
 
 
 def sender(spec: CopySpec) -> Shell:
@@ -195,11 +202,13 @@ def sender(spec: CopySpec) -> Shell:
                    + _report("sent"))
 
 
-def ssh_reachability(spec: CopySpec) -> Shell:
-    """Run on the donor: can its ssh client reach the recipient without a password or prompt?"""
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *spec.ssh_options,
-            spec.ssh_target, "true"]
-    return Shell.line(spec.donor, " ".join(q(a) for a in argv), privileged=True, timeout=30)
+def ssh_reachability(spec: CopySpec, into: Key) -> Shell:
+    """Run on the donor: can its ssh client reach the recipient without a password or prompt?
+    Prints the client's complaint, or RESYNC-SSH-OK last."""
+    line = argv("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *spec.ssh_options,
+                spec.ssh_target, "true")
+    return Shell.line(spec.donor, f"{line} 2>&1 && echo RESYNC-SSH-OK", privileged=True,
+                      timeout=30, check=False, into=into)
 
 
 def bandwidth_probe(spec: CopySpec, nbytes: int) -> tuple[Shell | None, Shell]:
@@ -209,8 +218,9 @@ def bandwidth_probe(spec: CopySpec, nbytes: int) -> tuple[Shell | None, Shell]:
     scratch = f"{q(parent_dir(spec.recipient_datadir))}/.resync-probe.$$"
 
     def sink(source: str) -> str:
-        return (f"set -euo pipefail; {_HASH_FIFO}{source} | tee \"$t/h\" > {scratch}; "
-                f"rm -f {scratch}; wait $hp")
+        # the scratch file goes whatever happens (no set -e before the rm)
+        return (f"set -uo pipefail; {_HASH_FIFO}{source} | tee \"$t/h\" > {scratch}; rc=$?; "
+                f"rm -f {scratch}; wait $hp; exit $rc")
 
     def send(to: str) -> Shell:
         return Shell.line(spec.donor, f"set -euo pipefail; {_HASH_FIFO}head -c {nbytes} /dev/zero"

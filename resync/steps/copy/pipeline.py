@@ -9,12 +9,24 @@ the two ends saw (tar's byte totals, SHA-256 of the stream) before the recipient
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from resync.actions.types import Action, Check, Shell, q
+from resync.actions.conditions import ProbeAnswer, ProbeCondition, Same
+from resync.actions.quoting import q
+from resync.actions.types import Action, Assert, Composite, Leaf, Poll, Shell
 from resync.model.errors import HostError, ResyncError
-from resync.run.waiting import Clock, wait_until
-from resync.steps.base import Step, StepContext
+from resync.model.keys import (
+    COPY_BYTES,
+    COPY_RATE,
+    COPY_SECONDS,
+    DONOR_BYTES,
+    Key,
+    StepId,
+    StepKind,
+)
+from resync.run.executor import CompositeRun, Started
+from resync.run.waiting import Clock
+from resync.steps.base import Step
 from resync.steps.copy.commands import (
     RECEIVED,
     SENT,
@@ -28,123 +40,151 @@ from resync.steps.copy.commands import (
     stop_leftovers,
 )
 from resync.steps.services import require_stopped
-from resync.transport.local import Background, CommandResult
+from resync.transport.local import CommandResult
 
-DONOR_BYTES = "donor.datadir_bytes"
 POLL_SECONDS = 0.5
+SENT_STREAM = Key("copy.sent")  # "<bytes> <sha256>" as the donor's end reported it
+RECEIVED_STREAM = Key("copy.received")
+PROBE_RATE = Key("probe.bytes_per_second")
 
 
-class CopyDatadir(Step):
-    destructive = True
+@dataclass(frozen=True)
+class Watching(ProbeCondition):
+    """Rendered in the plan; the composite's own loop decides (it also watches the ends)."""
 
-    def __init__(self, spec: CopySpec, *, stall_timeout: float, listen_timeout: float) -> None:
-        self.spec, self.stall_timeout, self.listen_timeout = spec, stall_timeout, listen_timeout
-        self.key = f"copy-datadir:{spec.donor}->{spec.recipient}"
-        self.title = f"Copy the datadir {spec.donor} -> {spec.recipient} ({spec.label()}, hashed)"
-        self.hosts = (spec.donor, spec.recipient)
-        self.why = ("cold physical copy into the recipient's empty datadir; " +
-                    ("plaintext on the wire: only across trusted networks" if spec.method == "stream"
-                     else "encrypted by OpenSSH"))
+    what: str
 
-    def plan(self) -> tuple[Action, ...]:
-        s = self.spec
-        recv = receiver(s)
-        first = ([Check(s.recipient, f"receiver listens on {s.listen_address}:{s.port} first")]
-                 if recv else [])
-        return (stop_leftovers(s.donor), stop_leftovers(s.recipient), clear_partial(s), *first,
-                *([recv] if recv else []), sender(s),
-                Check(s.recipient, f"progress: bytes in {s.recipient_datadir} (du -sb) against the "
-                      f"donor's datadir size; no progress for {self.stall_timeout:g}s stops both "
-                      "ends; byte totals and SHA-256 of both ends must match"))
+    def describe(self) -> str:
+        return self.what
 
-    def run(self, ctx: StepContext) -> None:
-        for host in self.hosts:  # the ends of an attempt whose controller died may still run
-            ctx.shell(stop_leftovers(host))
-        for host, datadir in ((self.spec.donor, self.spec.donor_datadir),
-                              (self.spec.recipient, self.spec.recipient_datadir)):
-            require_stopped(ctx, host, datadir, "a cold copy needs both servers stopped")
-        ctx.shell(clear_partial(self.spec))
-        sent, received, seconds = run_pipeline(ctx, self.spec, receiver(self.spec),
-                                               sender(self.spec), stall_timeout=self.stall_timeout,
-                                               listen_timeout=self.listen_timeout)
-        nbytes = compare_ends(sent.stdout + sent.stderr,
-                              (received.stdout + received.stderr) if received else "")
-        ctx.progress(nbytes, nbytes, "copy")  # the bar ends full: every byte arrived and matched
-        ctx.capture("copy.bytes", nbytes)
-        ctx.capture("copy.seconds", round(seconds, 3))
-        ctx.capture("copy.bytes_per_second", round(nbytes / seconds) if seconds else None)
+    def holds(self, answer: ProbeAnswer) -> bool:
+        return False
 
 
-def run_pipeline(ctx: StepContext, spec: CopySpec, recv: Shell | None, send: Shell, *,
-                 stall_timeout: float, listen_timeout: float,
-                 watch: bool = True) -> tuple[CommandResult, CommandResult | None, float]:
+def listening_poll(spec: CopySpec, timeout: float) -> Poll:
+    return Poll(Shell.line(spec.recipient, f"ss -Hltn 'sport = :{spec.port}'", check=False),
+                Watching(f"something listens on port {spec.port} (the receiver, while it runs)"),
+                timeout, 0.05)
+
+
+def progress_poll(spec: CopySpec, stall_timeout: float) -> Poll:
+    return Poll(Shell.line(spec.recipient, f"du -sb {q(spec.recipient_datadir)} | cut -f1",
+                           privileged=True, check=False),
+                Watching(f"both ends have exited; no growth for {stall_timeout:g}s stops both"),
+                stall_timeout, POLL_SECONDS)
+
+
+class StreamEnds(Composite):
+    """The two ends of a copy (or of a bandwidth probe): receiver first, then the sender."""
+
+    def __init__(self, spec: CopySpec, recv: Shell | None, send: Shell, *, listen_timeout: float,
+                 stall_timeout: float | None, title: str) -> None:
+        self.spec, self.recv, self.send = spec, recv, send
+        self.listen_timeout, self.stall_timeout = listen_timeout, stall_timeout
+        self.host, self.title = spec.donor, title
+
+    def parts(self) -> tuple[Leaf, ...]:
+        out: list[Leaf] = []
+        if self.recv is not None:
+            out += [self.recv, listening_poll(self.spec, self.listen_timeout)]
+        out.append(self.send)
+        if self.stall_timeout is not None:
+            out.append(progress_poll(self.spec, self.stall_timeout))
+        return tuple(out)
+
+    def execute(self, run: CompositeRun) -> None:
+        self.results = run_ends(run, self)
+
+
+@dataclass(frozen=True)
+class EndResults:
+    sent: CommandResult
+    received: CommandResult | None
+    seconds: float
+
+
+def run_ends(run: CompositeRun, ends: StreamEnds) -> EndResults:
     """Start the receiver (if any), wait for its listener, start the sender, watch, reap both."""
-    receiving: Background | None = None
-    sending: Background | None = None
+    receiving: Started | None = None
+    sending: Started | None = None
+    index = 0
     try:
-        if recv is not None:
-            receiving = ctx.host(spec.recipient).start(recv.bind(ctx.captured),
-                                                       privileged=recv.privileged)
-            _wait_listening(ctx, spec, receiving, listen_timeout)
+        if ends.recv is not None:
+            receiving = run.start(0)
+            _wait_listening(run, 1, ends, receiving)
+            index = 2
         started = time.monotonic()
-        sending = ctx.host(spec.donor).start(send.bind(ctx.captured), privileged=send.privileged)
-        if watch:
-            _watch(ctx, spec, receiving, sending, stall_timeout)
-        sent = sending.wait()
-        received = receiving.wait() if receiving else None
+        sending = run.start(index)
+        if ends.stall_timeout is not None:
+            _watch(run, index + 1, ends, receiving, sending, ends.stall_timeout)
+        sent = sending.handle.wait()
+        received = receiving.handle.wait() if receiving else None
         seconds = time.monotonic() - started
-    except BaseException:
+    except BaseException as exc:
         for end in (sending, receiving):
             if end is not None:
-                end.kill()
+                end.handle.kill()
+                end.killed(f"stopped: {exc}")
         raise
-    ctx.record_shell(send, sent.exit_code, sent.tail())
-    if recv is not None and received is not None:
-        ctx.record_shell(recv, received.exit_code, received.tail())
+    sending.finish(sent)
+    if receiving is not None and received is not None:
+        receiving.finish(received)
     for name, result in (("sender", sent), ("receiver", received)):
         if result is not None and not result.ok:
             raise HostError(result.host, f"copy {name}", result.exit_code, result.tail())
-    return sent, received, seconds
+    return EndResults(sent, received, seconds)
 
 
-def _wait_listening(ctx: StepContext, spec: CopySpec, receiving: Background, timeout: float) -> None:
-    host = ctx.host(spec.recipient)
+def _wait_listening(run: CompositeRun, index: int, ends: StreamEnds, receiving: Started) -> None:
+    poll = run.parts[index]
+    assert isinstance(poll, Poll) and isinstance(poll.probe, Shell)
+    started, deadline = time.monotonic(), run.clock.now() + ends.listen_timeout
+    looks = 0
+    while True:
+        if receiving.handle.poll() is not None:  # died: port taken, tool missing
+            result = receiving.handle.wait()
+            run.record(index, False, started, f"the receiver exited {result.exit_code}")
+            raise HostError(ends.spec.recipient, "copy receiver", result.exit_code,
+                            result.tail() or f"could not listen on port {ends.spec.port}")
+        answer = run.probe(poll.probe)
+        looks += 1
+        if answer.output.strip():
+            run.record(index, True, started, f"{looks} look(s): {answer.output.strip()[:200]}")
+            return
+        if run.clock.now() >= deadline:
+            run.record(index, False, started, f"{looks} look(s): nothing listens")
+            raise ResyncError(f"the receiver did not listen on {ends.spec.listen_address}:"
+                              f"{ends.spec.port} within {ends.listen_timeout:g}s")
+        run.clock.sleep(poll.interval)
 
-    def listening() -> bool:
-        if receiving.poll() is not None:
-            result = receiving.wait()
-            raise HostError(spec.recipient, "copy receiver", result.exit_code,
-                            result.tail() or f"could not listen on port {spec.port}")
-        probe = host.run(f"ss -Hltn 'sport = :{spec.port}'", check=False)
-        return bool(probe.stdout.strip())
 
-    wait_until(listening, what=f"the receiver to listen on {spec.listen_address}:{spec.port}",
-               timeout=timeout, interval=0.05, clock=ctx.clock)
-    if receiving.poll() is not None:  # someone else holds the port and ours died
-        result = receiving.wait()
-        raise HostError(spec.recipient, "copy receiver", result.exit_code,
-                        result.tail() or f"port {spec.port} is taken")
-
-
-def _watch(ctx: StepContext, spec: CopySpec, receiving: Background | None, sending: Background,
-           stall_timeout: float) -> None:
-    host = ctx.host(spec.recipient)
-    total = ctx.captured.get(DONOR_BYTES)
+def _watch(run: CompositeRun, index: int, ends: StreamEnds, receiving: Started | None,
+           sending: Started, stall_timeout: float) -> None:
+    poll = run.parts[index]
+    assert isinstance(poll, Poll) and isinstance(poll.probe, Shell)
+    total = run.captured.get(str(DONOR_BYTES))
     total_bytes = int(total) if isinstance(total, int | float) else None
-    stall = StallDetector(stall_timeout, ctx.clock)
-    done = 0
-    while sending.poll() is None or (receiving is not None and receiving.poll() is None):
-        probe = host.run(f"du -sb {q(spec.recipient_datadir)} | cut -f1", check=False,
-                         privileged=True)
-        if probe.ok and probe.stdout.strip().isdigit():
-            done = int(probe.stdout.strip())
-            ctx.progress(done, total_bytes, "copy")
+    stall = StallDetector(stall_timeout, run.clock)
+    started, looks, done = time.monotonic(), 0, 0
+
+    def running() -> bool:
+        return sending.handle.poll() is None or (receiving is not None
+                                                 and receiving.handle.poll() is None)
+
+    while running():
+        answer = run.probe(poll.probe)
+        looks += 1
+        if answer.exit_code == 0 and answer.output.strip().isdigit():
+            done = int(answer.output.strip())
+            run.progress(done, total_bytes, "copy")
         if stall.stalled(done):
+            run.record(index, False, started, f"{looks} look(s); stalled at {done} bytes")
             raise ResyncError(f"copy stalled: no progress for {stall_timeout:g}s at {done} bytes; "
                               "both ends stopped, the old datadir is kept")
-        if sending.poll() not in (None, 0) and receiving is not None and receiving.poll() is None:
-            receiving.kill()  # the sender died: the receiver would wait for ever
-        ctx.clock.sleep(POLL_SECONDS)
+        if sending.handle.poll() not in (None, 0) and receiving is not None and running():
+            receiving.handle.kill()  # the sender died: the receiver would wait for ever
+        run.clock.sleep(poll.interval)
+    run.record(index, True, started, f"{looks} look(s); last: {done} bytes in the datadir")
 
 
 class StallDetector:
@@ -161,25 +201,77 @@ class StallDetector:
         return now - self.since > self.timeout
 
 
-def compare_ends(sent: str, received: str) -> int:
-    """Both ends must report the same byte total and SHA-256; returns the byte count."""
-    s_hash, r_hash = SENT.search(sent), RECEIVED.search(received) or RECEIVED.search(sent)
-    s_total = TAR_WRITTEN.search(sent)
-    r_total = TAR_READ.search(received) or TAR_READ.search(sent)
-    if not (s_hash and r_hash and s_total and r_total):
-        raise ResyncError("copy finished but an end did not report its byte total and hash")
-    if s_hash.group(1) != r_hash.group(1) or s_total.group(1) != r_total.group(1):
-        raise ResyncError(
-            f"copy integrity check failed: donor sent {s_total.group(1)} bytes sha256 "
-            f"{s_hash.group(1)}, recipient received {r_total.group(1)} bytes sha256 "
-            f"{r_hash.group(1)}; the recipient will not be started, the old datadir is kept")
-    return int(s_total.group(1))
+def stream_report(output: str, sent: bool) -> str:
+    """'<bytes> <sha256>' as one end reported it ('' when it did not)."""
+    total = (TAR_WRITTEN if sent else TAR_READ).search(output)
+    digest = (SENT if sent else RECEIVED).search(output)
+    return f"{total.group(1)} {digest.group(1)}" if total and digest else ""
 
 
-def measure_bandwidth(ctx: StepContext, spec: CopySpec, nbytes: int = 256 * 1024 * 1024) -> float:
+class CopyEnds(StreamEnds):
+    """The copy's ends; afterwards what each end saw is captured and compared."""
+
+    def parts(self) -> tuple[Leaf, ...]:
+        return (*super().parts(), Assert(
+            Same(SENT_STREAM, RECEIVED_STREAM),
+            "copy integrity check failed: the two ends saw different streams; the recipient "
+            "will not be started, the old datadir is kept", self.spec.recipient))
+
+    def execute(self, run: CompositeRun) -> None:
+        ends = run_ends(run, self)
+        sent_out = ends.sent.stdout + ends.sent.stderr
+        # with method ssh the receiving half runs under the sender's ssh: one output holds both
+        recv_out = (ends.received.stdout + ends.received.stderr) if ends.received else sent_out
+        sent, received = stream_report(sent_out, True), stream_report(recv_out, False)
+        run.capture(SENT_STREAM, sent or None)
+        run.capture(RECEIVED_STREAM, received or None)
+        if not (sent and received):
+            raise ResyncError("copy finished but an end did not report its byte total and hash")
+        run.do(len(self.parts()) - 1)
+        nbytes = int(sent.split()[0])
+        run.progress(nbytes, nbytes, "copy")  # the bar ends full: every byte arrived and matched
+        run.capture(COPY_BYTES, nbytes)
+        run.capture(COPY_SECONDS, round(ends.seconds, 3))
+        run.capture(COPY_RATE, round(nbytes / ends.seconds) if ends.seconds else None)
+
+
+class CopyDatadir(Step):
+    destructive = True
+
+    def __init__(self, spec: CopySpec, *, stall_timeout: float, listen_timeout: float) -> None:
+        self.spec, self.stall_timeout, self.listen_timeout = spec, stall_timeout, listen_timeout
+        self.id = StepId(StepKind.COPY, f"{spec.donor}->{spec.recipient}")
+        self.title = f"Copy the datadir {spec.donor} -> {spec.recipient} ({spec.label()}, hashed)"
+        self.hosts = (spec.donor, spec.recipient)
+        self.why = ("cold physical copy into the recipient's empty datadir; " +
+                    ("plaintext on the wire: only across trusted networks" if spec.method == "stream"
+                     else "encrypted by OpenSSH"))
+
+    def plan(self) -> tuple[Action, ...]:
+        s = self.spec
+        why = "a cold copy needs both servers stopped"
+        return (stop_leftovers(s.donor), stop_leftovers(s.recipient),  # of a killed attempt
+                *require_stopped(s.donor, s.donor_datadir, why),
+                *require_stopped(s.recipient, s.recipient_datadir, why),
+                clear_partial(s),
+                CopyEnds(s, receiver(s), sender(s), listen_timeout=self.listen_timeout,
+                         stall_timeout=self.stall_timeout,
+                         title=f"copy {s.donor}:{s.donor_datadir} -> "
+                               f"{s.recipient}:{s.recipient_datadir}"))
+
+
+class BandwidthProbe(StreamEnds):
     """Bytes/s of the copy transport between donor and recipient (zeros, no disk involved)."""
-    probe_spec = replace(spec, compress="none")
-    recv, send = bandwidth_probe(probe_spec, nbytes)
-    _, _, seconds = run_pipeline(ctx, probe_spec, recv, send, stall_timeout=30, listen_timeout=10,
-                                 watch=False)
-    return nbytes / seconds if seconds > 0 else float("inf")
+
+    def __init__(self, spec: CopySpec, nbytes: int) -> None:
+        probe_spec = replace(spec, compress="none")
+        recv, send = bandwidth_probe(probe_spec, nbytes)
+        super().__init__(probe_spec, recv, send, listen_timeout=10, stall_timeout=None,
+                         title=f"bandwidth probe: {nbytes // 2**20} MB of zeros through the copy "
+                               "transport")
+        self.nbytes = nbytes
+
+    def execute(self, run: CompositeRun) -> None:
+        ends = run_ends(run, self)
+        rate = self.nbytes / ends.seconds if ends.seconds > 0 else float("inf")
+        run.capture(PROBE_RATE, round(rate))
