@@ -164,6 +164,8 @@ class _Syntax:
     seed_resets_binlogs: bool  # MySQL: gtid_purged can only be set once gtid_executed is empty
     seed_primary_sql: str  # the new primary's GTID history, right after its binlogs were reset
     status_fields: ReplicaStatusFields
+    skip_replica_start_option: str  # option file: do not start replication threads at startup
+    super_read_only: bool  # MySQL: read_only alone lets SUPER/CONNECTION_ADMIN users write
 
 
 _MYSQL_5_7 = _Syntax(
@@ -184,6 +186,8 @@ _MYSQL_5_7 = _Syntax(
     seed_resets_binlogs=True,
     seed_primary_sql="SET GLOBAL gtid_purged = %s",
     status_fields=_SLAVE_FIELDS,
+    skip_replica_start_option="skip-slave-start",
+    super_read_only=True,
 )
 _MYSQL_8_0_4 = replace(_MYSQL_5_7, public_key_option="GET_MASTER_PUBLIC_KEY=1")
 _MYSQL_8_0_22 = replace(_MYSQL_8_0_4, replica_word="REPLICA", status_fields=_REPLICA_FIELDS)
@@ -194,7 +198,8 @@ _MYSQL_8_0_23 = replace(
     public_key_option="GET_SOURCE_PUBLIC_KEY=1",
     gtid_option="SOURCE_AUTO_POSITION=1",
 )
-_MYSQL_8_0_26 = replace(_MYSQL_8_0_23, pos_wait_function="SOURCE_POS_WAIT")
+_MYSQL_8_0_26 = replace(_MYSQL_8_0_23, pos_wait_function="SOURCE_POS_WAIT",
+                        skip_replica_start_option="skip-replica-start")
 _MYSQL_8_2_0 = replace(
     _MYSQL_8_0_26,
     binlog_status="SHOW BINARY LOG STATUS",
@@ -216,6 +221,8 @@ _MARIADB_10_0 = _Syntax(
     seed_resets_binlogs=False,
     seed_primary_sql="SET GLOBAL gtid_binlog_state = %s",
     status_fields=replace(_SLAVE_FIELDS, using_gtid="Using_Gtid"),
+    skip_replica_start_option="skip-slave-start",
+    super_read_only=False,  # read_only refuses every user without READ_ONLY ADMIN / SUPER
 )
 
 # (flavor, since, syntax), sorted by flavor then since. A server gets the last row of its flavor
@@ -294,6 +301,25 @@ class Dialect:
 
     def reset_binlogs(self) -> Statement:
         return Statement(self.syntax.reset_binlogs)
+
+    @property
+    def seed_resets_binlogs(self) -> bool:
+        """Setting the executed GTID set erases the binary logs first (MySQL)."""
+        return self.syntax.seed_resets_binlogs
+
+    def read_only_options(self) -> tuple[str, ...]:
+        """Option-file lines for a start that must not accept writes nor start replication."""
+        return ("read_only=ON", *(("super_read_only=ON",) if self.syntax.super_read_only else ()),
+                self.syntax.skip_replica_start_option)
+
+    def set_read_only(self, on: bool) -> tuple[Statement, ...]:
+        """In the order that works: super_read_only implies read_only (and is cleared first)."""
+        value = "ON" if on else "OFF"
+        if not self.syntax.super_read_only:
+            return (Statement(f"SET GLOBAL read_only = {value}"),)
+        if on:
+            return (Statement("SET GLOBAL read_only = ON"), Statement("SET GLOBAL super_read_only = ON"))
+        return (Statement("SET GLOBAL super_read_only = OFF"), Statement("SET GLOBAL read_only = OFF"))
 
     def gtid_position(self) -> Statement:
         return Statement(self.syntax.gtid_position_sql)

@@ -306,6 +306,18 @@ class Login(Leaf):
 
 
 @dataclass(frozen=True)
+class LockAlive(Leaf):
+    """The session a HoldLock kept open is still alive (its lock still holds)."""
+
+    host: str
+    session: str
+    kind = "lock-alive"
+
+    def template(self) -> Template:
+        return (f"the lock on session '{self.session}' still holds",)
+
+
+@dataclass(frozen=True)
 class ReleaseLock(Leaf):
     """UNLOCK TABLES on the session a HoldLock kept open, then close it."""
 

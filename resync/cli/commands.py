@@ -70,6 +70,10 @@ def _load(path: str, *, secrets: bool = False) -> LoadedRunbook:
     return loaded
 
 
+_DISCARD_HELP = ("go ahead although the recipient holds transactions the donor lacks (listed "
+                 "by preflight); they stay in its binary logs, kept with its old datadir")
+
+
 @main.command()
 @click.argument("runbook", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
@@ -78,9 +82,13 @@ def _load(path: str, *, secrets: bool = False) -> LoadedRunbook:
 @click.option("--detect", is_flag=True, help="connect (5 s timeout) to read the real versions")
 @click.option("--out", "out", type=click.Path(dir_okay=False),
               help="also write the plan (JSON, with its hash) here, for `run --plan`")
+@click.option("--discard-errant", is_flag=True, help=_DISCARD_HELP)
 @_guard
-def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: str | None) -> None:
+def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: str | None,
+         discard_errant: bool) -> None:
     """Print every step, host, SQL statement and command, without connecting anywhere."""
+    from dataclasses import replace
+
     from resync.cli.render import render_json, render_markdown, render_text
     from resync.plan.build import assumed_facts, build_plan, parse_version_overrides
 
@@ -88,10 +96,12 @@ def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: 
     if detect:
         from resync.run.runner import detected_plan
 
-        the_plan = detected_plan(loaded, timeout=5.0, estimate=True)
+        the_plan = detected_plan(loaded, timeout=5.0, estimate=True,
+                                 discard_errant=discard_errant)
     else:
         versions = parse_version_overrides(server_version, loaded)
-        the_plan = build_plan(loaded, assumed_facts(loaded, versions))
+        the_plan = build_plan(loaded, replace(assumed_facts(loaded, versions),
+                                              discard_errant=discard_errant))
     if out:
         from resync.run.journal import atomic_write
 
@@ -146,14 +156,16 @@ def check(runbook: str) -> None:
               help="journal file (default: resync-journal/<name>-<run id>.json)")
 @click.option("--plan", "reviewed", type=click.Path(exists=True, dir_okay=False),
               help="the reviewed plan (plan --detect --out): refuse (exit 3) if this run's differs")
+@click.option("--discard-errant", is_flag=True, help=_DISCARD_HELP)
 @_guard
-def run(runbook: str, yes: bool, journal_path: str | None, reviewed: str | None) -> None:
+def run(runbook: str, yes: bool, journal_path: str | None, reviewed: str | None,
+        discard_errant: bool) -> None:
     """Run the resync: each step shown with its exact commands, confirmed, journaled."""
     from resync.run.runner import start_run
 
     start_run(_load(runbook), _console(), yes=yes,
               journal_path=Path(journal_path) if journal_path else None,
-              reviewed=Path(reviewed) if reviewed else None)
+              reviewed=Path(reviewed) if reviewed else None, discard_errant=discard_errant)
 
 
 def _on_journal(yes_help: str) -> Callable[[Callable[..., None]], Any]:
@@ -178,12 +190,15 @@ def resume(journal_path: str, runbook: str | None, yes: bool) -> None:
     continue_run(Path(journal_path), runbook, _console(), yes=yes)
 
 
+@click.option("--force", is_flag=True,
+              help="roll back a finished run too (the new primary's writes since then are moved "
+                   "aside with the copied datadir)")
 @_on_journal("unattended: no questions")
-def rollback(journal_path: str, runbook: str | None, yes: bool) -> None:
-    """Undo the done steps of a run in reverse order (restores the old datadir)."""
+def rollback(journal_path: str, runbook: str | None, yes: bool, force: bool) -> None:
+    """Undo the steps of a run in reverse order (restores the old datadir and the topology)."""
     from resync.run.runner import continue_run
 
-    continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True)
+    continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True, force=force)
 
 
 @_on_journal("no question (the run must still be done and verified)")

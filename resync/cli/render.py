@@ -39,6 +39,9 @@ def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
         ("values in <...>", "captured while the run goes (coordinates, run id)"),
         ("estimate", plan.facts.estimate.describe() if plan.facts.estimate else
          "with --detect: datadir size and a bandwidth probe (`resync check` measures it too)"),
+        *([("ERRANT TRANSACTIONS", "--discard-errant: transactions only the recipient has are "
+            "DISCARDED from the served data (they stay in its binary logs, kept with its old "
+            "datadir)")] if plan.facts.discard_errant else []),
         ("plan sha256", plan_sha256 or plan_document(plan)["plan_sha256"]),
     ]
 

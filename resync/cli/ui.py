@@ -24,6 +24,7 @@ from resync.run.engine import Decision
 from resync.run.journal import Journal, StepState
 from resync.steps.base import Step
 from resync.steps.verify import checksum_rows
+from resync.steps.writable import read_only_key
 
 _STATE_STYLE = {StepState.DONE: "green", StepState.FAILED: "bold red",
                 StepState.SKIPPED: "yellow", StepState.UNDONE: "magenta"}
@@ -101,6 +102,12 @@ def summary(console: Console, journal: Journal) -> None:
                 "figures.downtime_minus_copy_seconds"):
         if key in captured:
             figures.add_row(Text(key, style="bold"), Text(_fmt(key, captured[key])))
+    plan = journal.data.plan or {}
+    for host in (plan.get("donor"), plan.get("recipient")):
+        key = str(read_only_key(str(host)))
+        if host and key in captured:  # the final state, as the run left it
+            state = "ON (read-only)" if captured[key] in (1, "1") else "OFF (takes writes)"
+            figures.add_row(Text(f"read_only {host}", style="bold"), Text(state))
     console.print(figures)
     times = Table(title="step wall times")
     times.add_column("step")

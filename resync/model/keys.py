@@ -22,6 +22,7 @@ class StepKind(StrEnum):
     POINT_REPLICA = "point-replica"
     WAIT_REPLICA = "wait-replica"
     UNLOCK = "unlock"
+    MAKE_WRITABLE = "make-writable"
     VERIFY = "verify-data"
 
 
@@ -97,6 +98,7 @@ VERIFY_REPLICA_SUMS = Key("verify.replica_checksums")
 WRITE_DOWNTIME = Key("figures.write_downtime_seconds")
 DOWNTIME_MINUS_COPY = Key("figures.downtime_minus_copy_seconds")
 CLEANUP_REMOVED = Key("cleanup.removed")
+DISCARD_ERRANT = Key("options.discard_errant")  # the operator chose to discard errant transactions
 
 
 def fact_version(host: str) -> Key:

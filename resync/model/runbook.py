@@ -88,6 +88,16 @@ class ServiceSettings(_Strict):
     start: str
     stop: str
     timeout: float = Field(default=600.0, gt=0)  # seconds a stop (buffer pool flush) or start may take
+    # an option file the server reads at start (in an included conf.d, read last): resync writes
+    # read_only and skip-slave-start there for the starts it makes, so no client can write before
+    # replication is configured; without it, read_only is set right after the server answers
+    config_dropin: str | None = None
+
+    @model_validator(mode="after")
+    def _absolute_dropin(self) -> ServiceSettings:
+        if self.config_dropin is not None and not self.config_dropin.startswith("/"):
+            raise ValueError("config_dropin must be an absolute path")
+        return self
 
 
 class HostSettings(_Strict):

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from resync.actions.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
+from resync.actions.types import Action, LockAlive
 from resync.model.errors import BadInputError
 from resync.model.keys import (
+    DISCARD_ERRANT,
     DONOR,
     OLD_DATADIR,
     RUN_ID,
@@ -26,6 +28,7 @@ from resync.steps.base import Step
 from resync.steps.copy.commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
 from resync.steps.copy.pipeline import CopyDatadir
 from resync.steps.datadir import MoveDatadirAside, old_datadir_path
+from resync.steps.direction import errant_recheck
 from resync.steps.locking import ReadLockAndCapture, Unlock
 from resync.steps.preflight import Preflight
 from resync.steps.replication import (
@@ -34,8 +37,9 @@ from resync.steps.replication import (
     StopReplication,
     WaitReplicaHealthy,
 )
-from resync.steps.services import StartService, StopService
+from resync.steps.services import StartService, StopService, start_read_only
 from resync.steps.verify import VerifyData
+from resync.steps.writable import MakeWritable
 
 if TYPE_CHECKING:
     pass
@@ -54,6 +58,8 @@ class PlanFacts:
     tools: Mapping[str, frozenset[str]] = field(default_factory=dict)  # per host; empty: assumed
     estimate: Estimate | None = None
     down: frozenset[str] = frozenset()  # hosts whose server was found stopped (the recipient only)
+    # not a fact but the operator's decision, kept with them so that resume rebuilds the same plan
+    discard_errant: bool = False
 
     def tools_of(self, host: str) -> frozenset[str]:
         return self.tools.get(host, ASSUMED_TOOLS)
@@ -87,6 +93,7 @@ class Plan:
             values[str(fact_tools(host))] = ",".join(sorted(tools))
         for host in self.facts.down:
             values[str(fact_down(host))] = 1
+        values[str(DISCARD_ERRANT)] = int(self.facts.discard_errant)
         return values
 
     def step(self, kind: StepKind) -> Step | None:
@@ -107,7 +114,8 @@ def journaled_facts(loaded: LoadedRunbook, captured: Mapping[str, object]) -> Pl
     tools = {h: frozenset(str(captured[str(fact_tools(h))]).split(",")) for h in versions
              if str(fact_tools(h)) in captured}
     down = frozenset(h for h in versions if captured.get(str(fact_down(h))))
-    return PlanFacts(versions, "detected", gtid, tools, down=down)
+    return PlanFacts(versions, "detected", gtid, tools, down=down,
+                     discard_errant=bool(captured.get(str(DISCARD_ERRANT))))
 
 
 def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
@@ -185,30 +193,45 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
 
     spec = copy_spec(loaded, facts)
     stop_donor = StepId(StepKind.STOP_SERVICE, donor)
-    steps: list[Step] = [Preflight(loaded, spec, facts.down, facts.versions)]
+    steps: list[Step] = [Preflight(loaded, spec, facts.down, facts.versions,
+                                   discard_errant=facts.discard_errant,
+                                   gtid_enabled=facts.gtid_enabled)]
+    # the point of no return: the recipient (stopped by then) is checked again for errant
+    # transactions right before its datadir moves aside
+    recheck = errant_recheck(loaded, facts.versions, facts.discard_errant, donor_up=False,
+                             down=facts.down, gtid_enabled=facts.gtid_enabled)
+    # a donor found stopped when its lock must be taken again (a run killed while stopping it)
+    # is started read-only first: locked and captured again, it is then stopped again
+    restart_donor = start_read_only(donor, d_host.service, dialects[donor])
     if rebuild_primary:
-        steps += [StopReplication(donor, dialects[donor], "donor, replica of the old primary",
-                                  user=rb.replication.user,
-                                  password_env=rb.replication.password_env),
-                  ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
-                                     "stop writes before shutdown", stop_donor)]
+        steps.append(StopReplication(donor, dialects[donor], "donor, replica of the old primary",
+                                     user=rb.replication.user,
+                                     password_env=rb.replication.password_env))
+        donor_lock = ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
+                                        "stop writes before shutdown", stop_donor, recapture=True,
+                                        start_if_down=restart_donor)
     else:
         # the copy is exactly the donor's state at these coordinates: the replica starts here
-        steps.append(ReadLockAndCapture(donor, dialects[donor], "source", timeout,
-                                        "the replica will start from here", stop_donor))
+        donor_lock = ReadLockAndCapture(donor, dialects[donor], "source", timeout,
+                                        "the replica will start from here", stop_donor,
+                                        recapture=True, start_if_down=restart_donor)
     steps += [
+        donor_lock,
         StopService(recipient, r_host.service, r_host.datadir, "recipient"),
-        StopService(donor, d_host.service, d_host.datadir, "donor"),
-        MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
+        StopService(donor, d_host.service, d_host.datadir, "donor",
+                    requires=(LockAlive(donor, donor_lock.session),)),
+        MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck),
         CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
                     listen_timeout=rb.copy_.listen_timeout),
-        StartService(recipient, r_host.service, r_host.datadir, "recipient"),
-        StartService(donor, d_host.service, d_host.datadir, "donor"),
+        StartService(recipient, r_host.service, r_host.datadir, "recipient", dialects[recipient]),
+        StartService(donor, d_host.service, d_host.datadir, "donor", dialects[donor]),
     ]
-    unlock = StepId(StepKind.UNLOCK, primary)
-    lock = ReadLockAndCapture(primary, dialects[primary], "source", timeout,
-                              "the replica will start from here", unlock)
+    lock_needed: tuple[Action, ...] = ()
     if rebuild_primary:
+        lock = ReadLockAndCapture(primary, dialects[primary], "source", timeout,
+                                  "the replica will start from here",
+                                  StepId(StepKind.UNLOCK, primary), recapture=False)
+        lock_needed = (LockAlive(primary, lock.session),)
         steps += [ResetBinlogs(primary, dialects[primary],
                                gtid_from=DONOR if mode == "gtid" else None), lock]
     p_host = rb.hosts[primary]
@@ -216,10 +239,12 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         PointReplica(replica, dialects[replica], source_address=p_host.address,
                      source_port=p_host.mysql.port, user=rb.replication.user,
                      password_env=rb.replication.password_env, mode=mode,
-                     ssl=rb.replication.ssl, start_at=SOURCE),
+                     ssl=rb.replication.ssl, start_at=SOURCE, requires=lock_needed,
+                     has_good_data=replica == donor),
         WaitReplicaHealthy(replica, dialects[replica], rb.replication.healthy_timeout),
     ]
     if rebuild_primary:
         steps.append(Unlock(primary, lock.session))
-    steps.append(VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout))
+    steps += [MakeWritable(primary, replica, dialects[primary], dialects[replica]),
+              VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout)]
     return Plan(loaded, facts, mode, tuple(steps))

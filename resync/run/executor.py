@@ -23,6 +23,7 @@ from resync.actions.types import (
     Composite,
     HoldLock,
     Leaf,
+    LockAlive,
     Login,
     Poll,
     Probe,
@@ -170,6 +171,8 @@ class Executor:
             return self._probe_once(action, aid)
         if isinstance(action, Login):
             return self._login(action, aid)
+        if isinstance(action, LockAlive):
+            return self._lock_alive(action, aid)
         if isinstance(action, ReleaseLock):
             return self._release(action, aid)
         if isinstance(action, Assert):
@@ -285,6 +288,18 @@ class Executor:
         self._record(aid, action, text, True, started, detail=answer.describe(),
                      result=json.dumps({str(action.into): int(verdict)}))
         return verdict
+
+    def _lock_alive(self, action: LockAlive, aid: str) -> None:
+        started = time.monotonic()
+        if self.holds(action.session):
+            self._record(aid, action, action.render(), True, started)
+            return
+        why = ("it is not held by this process" if action.session not in self._held
+               else "its session died")
+        self._record(aid, action, action.render(), False, started, detail=why)
+        raise ResyncError(f"[{action.host}] the read lock (session '{action.session}') no longer "
+                          f"holds: {why}; writes may have happened since the coordinates were "
+                          "captured. `resync resume` takes it again where that is safe")
 
     def _login(self, action: Login, aid: str) -> None:
         started = time.monotonic()

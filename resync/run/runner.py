@@ -75,7 +75,7 @@ def executor_for(loaded: LoadedRunbook, journal: Journal, *, timeout: float | No
 
 
 def detected_plan(loaded: LoadedRunbook, timeout: float | None = None, estimate: bool = False,
-                  journal: Journal | None = None) -> Plan:
+                  journal: Journal | None = None, discard_errant: bool = False) -> Plan:
     """Connect to both servers and hosts: versions, GTID mode, copy tools -> the plan.
 
     With `estimate`, also measure the donor's datadir and the copy bandwidth (a short probe).
@@ -85,7 +85,7 @@ def detected_plan(loaded: LoadedRunbook, timeout: float | None = None, estimate:
 
     exe = executor_for(loaded, journal or MemoryJournal("detect"), timeout=timeout)
     try:
-        facts = detect_facts(exe, loaded)
+        facts = replace(detect_facts(exe, loaded), discard_errant=discard_errant)
         plan = build_plan(loaded, facts)
         if estimate:
             plan = build_plan(loaded, replace(facts, estimate=measure_estimate(exe, plan)))
@@ -177,9 +177,7 @@ def record_downtime(journal: Journal, plan: Plan) -> None:
         return record.started_at, record.finished_at
 
     lock_start, _ = timing(StepKind.READ_LOCK)
-    _, end = timing(StepKind.UNLOCK, primary)
-    if end is None:
-        _, end = timing(StepKind.START_SERVICE, primary)
+    _, end = timing(StepKind.MAKE_WRITABLE, primary)
     copy_start, copy_end = timing(StepKind.COPY)
     if lock_start is None or end is None:
         return
@@ -191,12 +189,12 @@ def record_downtime(journal: Journal, plan: Plan) -> None:
 
 def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,
               journal_path: Path | None = None, plan: Plan | None = None,
-              reviewed: Path | None = None) -> Journal:
+              reviewed: Path | None = None, discard_errant: bool = False) -> Journal:
     """Start a run. `plan` is the one already shown to the operator, if any: it is what runs.
     `reviewed`: a plan file (`plan --detect --out`) this run must equal, action for action."""
     require_secrets(loaded)
     detection = MemoryJournal("detect")
-    plan = plan or detected_plan(loaded, journal=detection)
+    plan = plan or detected_plan(loaded, journal=detection, discard_errant=discard_errant)
     if reviewed is not None:
         check_reviewed(reviewed, plan)
     journal = new_journal(loaded, plan, journal_path, detection)
@@ -221,7 +219,7 @@ def check_reviewed(path: Path, plan: Plan) -> None:
 
 
 def continue_run(journal_path: Path, runbook: str | None, console: Console, *, yes: bool,
-                 rollback: bool = False) -> None:
+                 rollback: bool = False, force: bool = False) -> None:
     """Resume (or roll back) a journaled run; the lock is taken before the journal is read."""
     with JournalLock(journal_path):
         loaded, plan, journal = from_journal(journal_path, runbook)
@@ -229,6 +227,15 @@ def continue_run(journal_path: Path, runbook: str | None, console: Console, *, y
         if not rollback and outcome in ("done", "rolled back"):
             raise GateRefused(f"this run is {outcome}: nothing to resume (start a new run with "
                               "`resync run` if the servers need it again)")
+        if rollback and outcome == "rolled back":
+            raise GateRefused("this run is rolled back already: nothing to undo")
+        if rollback and outcome == "done" and not force:
+            rb = loaded.model
+            raise GateRefused(
+                f"this run finished: {rb.primary_after} is the primary and may have taken writes "
+                f"since. Rolling back moves its datadir aside (kept as <old datadir>.rejected on "
+                f"{rb.recipient}) and brings back the old one: those writes would no longer be "
+                "served. Use --force if that is what you want")
         execute(loaded, plan, journal, console, yes=yes, rollback=rollback)
 
 

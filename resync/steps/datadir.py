@@ -17,8 +17,10 @@ class MoveDatadirAside(Step):
     destructive = True
     why = "the copy needs an empty datadir; the old one is kept until cleanup is confirmed"
 
-    def __init__(self, host: str, datadir: str, owner: str) -> None:
+    def __init__(self, host: str, datadir: str, owner: str,
+                 gate: tuple[Action, ...] = ()) -> None:
         self.host_name, self.datadir, self.owner = host, datadir.rstrip("/"), owner
+        self.gate = gate  # the errant-transaction check, again, on the stopped recipient
         self.id = StepId(StepKind.MOVE_DATADIR, host)
         self.title = f"Move {host}'s datadir aside (kept) and create an empty one"
         self.hosts = (host,)
@@ -30,6 +32,7 @@ class MoveDatadirAside(Step):
         old = Ref(OLD_DATADIR)
         # safe to repeat: a crash between the two halves is finished by running it again
         return (*require_stopped(self.host_name, self.datadir, "refusing to move its datadir"),
+                *self.gate,
                 Shell.line(self.host_name,
                            "set -e; if [ ! -e ", old, " ]; then mv -T ", d, " ", old, "; fi; "
                            f"[ -d {d} ] || install -d -o {q(self.user)} -g {q(self.group)} "

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from resync.actions.dialect import ServerVersion
+from resync.actions.dialect import DEFAULT_VERSION, ServerVersion
 from resync.actions.quoting import argv, q
 from resync.actions.types import (
     Action,
@@ -32,11 +32,22 @@ from resync.run.executor import CompositeRun
 from resync.steps.base import Step
 from resync.steps.copy.commands import CopySpec, parent_dir, ssh_reachability
 from resync.steps.copy.pipeline import PROBE_RATE, BandwidthProbe
+from resync.steps.direction import NotCaptured, errant_gate
 from resync.steps.layout import (
+    ENCRYPTION_VARIABLES,
+    KEY_PLUGINS_SQL,
     LAYOUT_VARIABLES,
+    LOG_VARIABLES,
+    files_inside,
+    global_variables_sql,
     innodb_dirs_inside,
     layout_of,
+    links_command,
+    logs_placement,
+    no_encryption,
+    own_files,
     settings_match,
+    tablespace_files_sql,
 )
 
 DISK_FACTOR = 1.1
@@ -46,7 +57,7 @@ RESULTS = Key("preflight.results")  # JSON [[name, ok, detail], ...]
 SERVER_FACTS = ("server_id", "log_bin", "datadir", "version", "comment")
 
 
-class Skip(Exception):
+class Skip(NotCaptured):
     """A verdict that cannot be given because an earlier check failed."""
 
 
@@ -72,6 +83,7 @@ class Check:
     criterion: str
     actions: tuple[Leaf | Composite, ...]
     judge: Judge
+    only_if_all_passed: bool = False  # e.g. the bandwidth probe: it needs the copy port free
 
     def verdict(self) -> Verdict:
         return Verdict(self.name, self.criterion)
@@ -103,6 +115,14 @@ class Checks(Composite):
         for check in self.checks:
             started = time.monotonic()
             failure: str | None = None
+            if check.only_if_all_passed and not all(r.ok for r in results):
+                failure = "not run: an earlier check failed"
+                index += sum(len(a.parts()) if isinstance(a, Composite) else 1
+                             for a in check.actions)
+                results.append(CheckResult(check.name, False, failure))
+                run.record(index, False, started, failure)
+                index += 1
+                continue
             for action in check.actions:
                 width = len(action.parts()) if isinstance(action, Composite) else 1
                 if failure is None:
@@ -129,7 +149,7 @@ def _judge(check: Check, captured: Captured, failure: str | None) -> CheckResult
         return CheckResult(check.name, False, failure)
     try:
         return CheckResult(check.name, True, check.judge(captured))
-    except Skip as exc:
+    except NotCaptured as exc:
         return CheckResult(check.name, False, f"not checked: {exc}")
     except (ResyncError, ValueError) as exc:
         return CheckResult(check.name, False, str(exc))
@@ -144,17 +164,22 @@ class Preflight(Step):
     why = "read-only: refuses the run (exit 3) before anything is changed; it cannot be skipped"
 
     def __init__(self, loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str] = frozenset(),
-                 versions: Mapping[str, ServerVersion] | None = None) -> None:
+                 versions: Mapping[str, ServerVersion] | None = None,
+                 discard_errant: bool = False,
+                 gtid_enabled: Mapping[str, bool] | None = None) -> None:
         self.loaded, self.spec, self.down = loaded, spec, down
         self.versions = dict(versions or {})
+        self.discard_errant = discard_errant
+        self.gtid_enabled = None if gtid_enabled is None else dict(gtid_enabled)
         rb = loaded.model
         self.id = StepId(StepKind.PREFLIGHT)
         self.title = "Preflight checks (read-only)"
         self.hosts = (rb.donor, rb.recipient)
 
     def plan(self) -> tuple[Action, ...]:
-        return (Checks(self.loaded.model.recipient, build_checks(self.loaded, self.spec,
-                                                                 self.down, self.versions)),)
+        return (Checks(self.loaded.model.recipient, build_checks(
+            self.loaded, self.spec, self.down, self.versions,
+            discard_errant=self.discard_errant, gtid_enabled=self.gtid_enabled)),)
 
 
 def donor_tools(spec: CopySpec) -> tuple[str, ...]:
@@ -183,7 +208,8 @@ def _version(captured: Captured, host: str, known: Mapping[str, ServerVersion]) 
 
 
 def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
-                 versions: Mapping[str, ServerVersion]) -> tuple[Check, ...]:
+                 versions: Mapping[str, ServerVersion], *, discard_errant: bool = False,
+                 gtid_enabled: Mapping[str, bool] | None = None) -> tuple[Check, ...]:
     rb = loaded.model
     donor, recipient = rb.donor, rb.recipient
     up = [h for h in (donor, recipient) if h not in down]
@@ -204,9 +230,19 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
                            "@@GLOBAL.version_comment AS comment",
                      columns=tuple((n, preflight_value(host, n)) for n in SERVER_FACTS)),),
             lambda c, h=host: _server(c, h, rb.hosts[h].datadir, stopped)))  # type: ignore[misc]
-    checks.append(Check("versions compatible", "same flavor; the recipient not older", (),
+    checks.append(Check("versions compatible", "same flavor; the recipient not older (MySQL: "
+                        "not even by a patch release; MariaDB: not an older major.minor)", (),
                         lambda c: _compatible(_version(c, donor, stopped),
                                               _version(c, recipient, stopped))))
+    primary, replica = rb.primary_after, rb.replica_after
+    checks.append(Check(
+        "replica not older than its primary", f"afterwards {replica} replicates from {primary}: "
+        f"its release not older than {primary}'s (the same rule)", (),
+        lambda c: _replication_compatible(primary, _version(c, primary, stopped),
+                                          replica, _version(c, replica, stopped))))
+    gate = errant_gate(loaded, versions, down, discard_errant, gtid_enabled)
+    checks.append(Check(f"no errant transactions on {recipient}", gate.criterion(),
+                        gate.preflight_actions(), gate.judge))
     if not down:
         checks.append(Check("distinct server_id", "the two servers differ", (), lambda c: _distinct(
             _value(c, donor, "server_id"), _value(c, recipient, "server_id"))))
@@ -224,6 +260,7 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
     if not down:
         checks.append(Check("physical settings match", "page size, case sensitivity, ibdata",
                             (), lambda c: settings_match(_layout(c, donor), _layout(c, recipient))))
+    checks += _surroundings(loaded, spec, up, versions)
     datadir = rb.hosts[recipient].datadir.rstrip("/")
     checks.append(Check(
         f"{recipient}: datadir not a mount point", "it is renamed aside, so it must be a directory",
@@ -262,8 +299,59 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
     checks.append(Check("downtime estimate", "datadir size / copy bandwidth (" +
                         (f"{declared:g} MB/s from the runbook)" if declared else
                          f"a {PROBE_BYTES // 2**20} MB probe)"), probe,
-                        lambda c: _estimate(c, declared)))
+                        lambda c: _estimate(c, declared), only_if_all_passed=True))
     return tuple(checks)
+
+
+def _surroundings(loaded: LoadedRunbook, spec: CopySpec, up: list[str],
+                  versions: Mapping[str, ServerVersion]) -> list[Check]:
+    """What lies around each live server's datadir: files a copy of it would miss, keys it could
+    not open without; where the recipient's logs are; a MySQL recipient's own files."""
+    rb = loaded.model
+    recipient = rb.recipient
+    checks: list[Check] = []
+    for host in up:
+        datadir = rb.hosts[host].datadir.rstrip("/")
+        version = versions.get(host, DEFAULT_VERSION)
+        spaces, links = preflight_value(host, "tablespaces"), preflight_value(host, "links")
+        checks.append(Check(
+            f"{host}: table files in the datadir",
+            "no tablespace file, .isl link file or symbolic link leading out of it",
+            (CaptureRows(host, tablespace_files_sql(version.flavor, version.number), into=spaces),
+             Shell.line(host, links_command(datadir), privileged=True, into=links)),
+            lambda c, h=host, d=datadir: files_inside(  # type: ignore[misc]
+                str(_value(c, h, "tablespaces")), str(_value(c, h, "links") or ""), d, h)))
+        plugins, encryption = preflight_value(host, "key_plugins"), preflight_value(host, "encryption")
+        checks.append(Check(
+            f"{host}: no encryption keys needed",
+            "no active keyring or key management plugin; InnoDB/Aria encryption off",
+            (CaptureRows(host, KEY_PLUGINS_SQL, into=plugins),
+             CaptureRows(host, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ("
+                               + ", ".join(["%s"] * len(ENCRYPTION_VARIABLES)) + ")",
+                         ENCRYPTION_VARIABLES, into=encryption)),
+            lambda c, h=host: no_encryption(str(_value(c, h, "key_plugins")),  # type: ignore[misc]
+                                            str(_value(c, h, "encryption")), h)))
+    if recipient in up:
+        datadir = rb.hosts[recipient].datadir.rstrip("/")
+        flavor = versions.get(recipient, DEFAULT_VERSION).flavor
+        checks.append(Check(
+            f"{recipient}: binary and relay logs", "where they are: never refused; outside the "
+            "datadir they are moved aside with it",
+            (Capture(recipient, global_variables_sql(flavor, LOG_VARIABLES),
+                     columns=tuple((n, preflight_value(recipient, n)) for n in LOG_VARIABLES)),),
+            lambda c: logs_placement({n: _value(c, recipient, n) for n in LOG_VARIABLES},
+                                     datadir, recipient)))
+    if versions.get(recipient, DEFAULT_VERSION).flavor == "mysql":
+        datadir = rb.hosts[recipient].datadir.rstrip("/")
+        checks.append(Check(
+            f"{recipient}: its own TLS keys and persisted settings",
+            "informational: what becomes of the *.pem and mysqld-auto.cnf in its datadir",
+            (Shell.line(recipient, f"find {q(datadir)} -maxdepth 1 -type f \\( -name '*.pem' -o "
+                                   "-name mysqld-auto.cnf \\) -printf '%f\\n' 2>/dev/null; true",
+                        privileged=True, into=preflight_value(recipient, "own_files")),),
+            lambda c: own_files(str(_value(c, recipient, "own_files") or ""), spec.excludes,
+                                recipient)))
+    return checks
 
 
 def _server(captured: Captured, host: str, datadir: str,
@@ -367,13 +455,37 @@ def _distinct(a: object, b: object) -> str:
     return f"{a} / {b}"
 
 
+def release(version: ServerVersion) -> tuple[int, ...]:
+    """What "older" compares: MySQL changes its on-disk format even between patch releases of
+    5.7 and 8.0 (and is taken as strictly elsewhere); MariaDB keeps it within a major.minor
+    series (10.11.5 opens 10.11.2's files and the other way round)."""
+    return version.number[:2] if version.flavor == "mariadb" else version.number
+
+
+def older(version: ServerVersion, than: ServerVersion) -> bool:
+    return release(version) < release(than)
+
+
 def _compatible(donor: ServerVersion, recipient: ServerVersion) -> str:
     if donor.flavor != recipient.flavor:
         raise ResyncError(f"a physical copy needs one flavor: donor {donor}, recipient {recipient}")
-    if recipient.number[:2] < donor.number[:2]:
-        raise ResyncError(f"the recipient ({recipient}) is older than the donor ({donor}): its "
-                          "server cannot open a newer datadir")
+    if older(recipient, donor):
+        step = "major.minor" if donor.flavor == "mariadb" else "patch"
+        raise ResyncError(f"the recipient ({recipient}) is older than the donor ({donor}) at "
+                          f"{step} level: its server cannot open a newer datadir; upgrade it first")
     return f"{donor} -> {recipient}"
+
+
+def _replication_compatible(primary: str, primary_version: ServerVersion, replica: str,
+                            replica_version: ServerVersion) -> str:
+    if primary_version.flavor != replica_version.flavor:
+        raise ResyncError(f"{replica} ({replica_version}) cannot replicate from {primary} "
+                          f"({primary_version}): different flavors")
+    if older(replica_version, primary_version):
+        raise ResyncError(f"afterwards {replica} ({replica_version}) replicates from {primary} "
+                          f"({primary_version}), which is newer: a replica older than its primary "
+                          "may not read its binary log; upgrade the replica, or swap the roles")
+    return f"{primary} ({primary_version}) -> {replica} ({replica_version})"
 
 
 def _true(value: object, why: str) -> str:

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from resync.actions.conditions import All, ColumnStopped, Equals, IsSet, Not, OneOf, RowMatches
+from resync.actions.conditions import (
+    All,
+    ColumnStopped,
+    Equals,
+    IsSet,
+    Not,
+    OneOf,
+    RowMatches,
+    Same,
+)
 from resync.actions.dialect import Dialect, Statement
-from resync.actions.types import Action, Capture, Poll, Ref, Sql, When
-from resync.model.keys import Coordinates, PreviousSource, StepId, StepKind
+from resync.actions.types import Action, Assert, Capture, Poll, Ref, Sql, When
+from resync.model.keys import Coordinates, Key, PreviousSource, StepId, StepKind
 from resync.model.secrets import EnvSecret
 from resync.steps.base import Step
 
 Mode = Literal["gtid", "file_pos"]
 NO_GTID = ("No", 0, "0")  # Using_Gtid / Auto_Position when the replica used a file position
+REPLICA_GTID = Key("replica.gtid_executed")
 
 
 def _sql(host: str, statement: Statement) -> Sql:
@@ -91,8 +101,12 @@ class ResetBinlogs(Step):
 class PointReplica(Step):
     def __init__(self, replica: str, dialect: Dialect, *, source_address: str, source_port: int,
                  user: str, password_env: str, mode: Mode, ssl: bool,
-                 start_at: Coordinates) -> None:
+                 start_at: Coordinates, requires: tuple[Action, ...] = (),
+                 has_good_data: bool = False) -> None:
         self.replica, self.dialect, self.mode = replica, dialect, mode
+        self.requires = requires  # checked first (the new primary's lock still holds)
+        # the replica is the server that held the good data: nothing may erase its binary logs
+        self.has_good_data = has_good_data
         self.source_address, self.source_port = source_address, source_port
         self.user, self.password_env, self.ssl, self.start_at = user, password_env, ssl, start_at
         self.id = StepId(StepKind.POINT_REPLICA, replica)
@@ -105,9 +119,20 @@ class PointReplica(Step):
     def plan(self) -> tuple[Action, ...]:
         d, host, at = self.dialect, self.replica, self.start_at
         password = EnvSecret(self.password_env)
-        actions: list[Action] = [_sql(host, d.stop_replica()), _sql(host, d.reset_replica_all())]
-        if self.mode == "gtid":
+        actions: list[Action] = [*self.requires, _sql(host, d.stop_replica()),
+                                 _sql(host, d.reset_replica_all())]
+        if self.mode == "gtid" and self.has_good_data and d.seed_resets_binlogs:
+            # MySQL would have to RESET its binary logs to set gtid_purged: instead prove that
+            # it already executed exactly what the new primary holds
+            gtid = d.gtid_position()
+            actions += [Capture(host, gtid.sql, columns=(("gtid", REPLICA_GTID),)),
+                        Assert(Same(REPLICA_GTID, at.gtid),
+                               f"{host} has not executed exactly the new primary's GTID set: "
+                               "refusing to reset the binary logs of the server with the good "
+                               "data", host)]
+        elif self.mode == "gtid":
             actions += [_sql(host, s) for s in d.seed_gtid(Ref(at.gtid))]
+        if self.mode == "gtid":
             change = d.change_source_gtid(self.source_address, self.source_port, self.user,
                                           password, self.ssl)
         else:

@@ -7,6 +7,7 @@ a server that stopped answering may still be flushing its buffer pool.
 from __future__ import annotations
 
 from resync.actions.conditions import Answers, EmptyOutput, Equals, NoAnswer
+from resync.actions.dialect import Dialect
 from resync.actions.quoting import q
 from resync.actions.types import Action, Leaf, Poll, Probe, Shell, Sql, When
 from resync.model.keys import StepId, StepKind, server_up
@@ -50,18 +51,38 @@ def _command(host: str, service: ServiceSettings, up: bool) -> Shell:
                       timeout=service.timeout)
 
 
+def start_read_only(host: str, service: ServiceSettings, dialect: Dialect) -> tuple[Action, ...]:
+    """Start the server so that no client without admin rights can write and no replication
+    thread starts: read_only (and super_read_only on MySQL) and skip-replica-start in the
+    runbook's option-file drop-in for this one start; read_only set again once it answers
+    (without a drop-in that is the only protection, and a client could write in between)."""
+    actions: list[Action] = []
+    if service.config_dropin:
+        lines = "\\n".join(("# written by resync for one start; removed once the server runs",
+                             "[mysqld]", *dialect.read_only_options()))
+        actions.append(Shell.line(host, f"printf '{lines}\\n' > {q(service.config_dropin)}",
+                                  privileged=True))
+    actions += [_command(host, service, True), wait_started(host, service.timeout)]
+    if service.config_dropin:
+        actions.append(Shell.line(host, f"rm -f {q(service.config_dropin)}", privileged=True))
+    actions += [Sql(host, s.sql) for s in dialect.set_read_only(True)]
+    return tuple(actions)
+
+
 class StopService(Step):
     why = "a physical copy needs the donor shut down cleanly and the recipient stopped"
 
-    def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str) -> None:
+    def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str,
+                 requires: tuple[Action, ...] = ()) -> None:
         self.host_name, self.service, self.datadir = host, service, datadir
+        self.requires = requires  # checked first (the donor's lock still holds)
         self.id = StepId(StepKind.STOP_SERVICE, host)
         self.title = f"Stop MySQL on {host} ({role})"
         self.hosts = (host,)
 
     def plan(self) -> tuple[Action, ...]:
         up = server_up(self.host_name)
-        return (Probe(answers_probe(self.host_name), Answers(), up),
+        return (*self.requires, Probe(answers_probe(self.host_name), Answers(), up),
                 When(Equals(up, 1), (_command(self.host_name, self.service, False),),
                      otherwise_note="already stopped: no stop command"),
                 *wait_stopped(self.host_name, self.datadir, self.service.timeout))
@@ -72,17 +93,20 @@ class StopService(Step):
 
 
 class StartService(Step):
-    why = "the copied datadir is complete and matches on both ends"
-
-    def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str) -> None:
-        self.host_name, self.service, self.datadir = host, service, datadir
+    def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str,
+                 dialect: Dialect) -> None:
+        self.host_name, self.service, self.datadir, self.dialect = host, service, datadir, dialect
         self.id = StepId(StepKind.START_SERVICE, host)
-        self.title = f"Start MySQL on {host} ({role})"
+        self.title = f"Start MySQL on {host} ({role}), read-only"
         self.hosts = (host,)
+        self.why = ("the copy is complete and matched on both ends; the server comes up "
+                    "read-only with replication stopped: nothing can write to it until "
+                    "replication is configured" + ("" if service.config_dropin else
+                                                  " (no service.config_dropin in the runbook: "
+                                                  "read_only is set right after it answers)"))
 
     def plan(self) -> tuple[Action, ...]:
-        return (_command(self.host_name, self.service, True),
-                wait_started(self.host_name, self.service.timeout))
+        return start_read_only(self.host_name, self.service, self.dialect)
 
     def undo_plan(self) -> tuple[Action, ...]:
         return (_command(self.host_name, self.service, False),

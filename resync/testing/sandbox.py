@@ -33,6 +33,8 @@ from resync.model.errors import ResyncError
 
 SANDBOX_PASSWORD_ENV = "RESYNC_SANDBOX_PASSWORD"
 REPL_PASSWORD_ENV = "RESYNC_SANDBOX_REPL_PASSWORD"
+APP_PASSWORD_ENV = "RESYNC_SANDBOX_APP_PASSWORD"
+APP_USER = "app"  # the application: DML on the `app` schema only, no admin rights
 ADMIN_USER = "resync"
 REPL_USER = "repl"
 OWNER = "mysql:mysql"
@@ -56,13 +58,15 @@ fail() {{ echo "$0: $1; tail of $log:" >&2; tail -n 25 "$log" >&2; exit 1; }}
 _START_SH = """\
 ready() {{ mariadb-admin --defaults-file="$cnf" --connect-timeout=2 status >/dev/null 2>&1; }}
 install -d -o mysql -g mysql -m 0750 {run} {tmp}
+# our own child until it has exec'd mariadbd; a zombie once it has exited
+alive() {{ [ -r "/proc/$pid/stat" ] && ! grep -q ') Z ' "/proc/$pid/stat"; }}
 if ! running; then
     setsid {mariadbd} --defaults-file="$cnf" </dev/null >>"$log" 2>&1 &
     pid=$!
 fi
 i=0
 until ready; do
-    running || fail "mariadbd ($cnf) exited during startup"
+    alive || fail "mariadbd ($cnf) exited during startup"
     i=$((i + 1))
     [ "$i" -le $((timeout * 5)) ] || fail "mariadbd (pid $pid) not ready after ${{timeout}}s"
     sleep 0.2
@@ -252,6 +256,7 @@ class Sandbox:
         env = os.environ.get
         self.admin_password = admin_password or env(SANDBOX_PASSWORD_ENV) or secrets.token_hex(12)
         self.repl_password = repl_password or env(REPL_PASSWORD_ENV) or secrets.token_hex(12)
+        self.app_password = env(APP_PASSWORD_ENV) or secrets.token_hex(12)
         port = _free_base_port(addresses[0], len(names)) if base_port is None else base_port
         self.servers: tuple[SandboxServer, ...] = tuple(
             SandboxServer(name, self.root / name, addresses[i], port + i, i + 1)
@@ -268,7 +273,8 @@ class Sandbox:
 
     def env(self) -> dict[str, str]:
         """The environment variables that runbook_hosts() and a runbook's replication refer to."""
-        return {SANDBOX_PASSWORD_ENV: self.admin_password, REPL_PASSWORD_ENV: self.repl_password}
+        return {SANDBOX_PASSWORD_ENV: self.admin_password, REPL_PASSWORD_ENV: self.repl_password,
+                APP_PASSWORD_ENV: self.app_password}
 
     def create(self) -> None:
         """Write config and scripts, initialise and start every server, create the users."""
@@ -343,7 +349,8 @@ class Sandbox:
                       "password_env": SANDBOX_PASSWORD_ENV},
             "datadir": str(s.datadir),
             "owner": OWNER,
-            "service": {"start": s.start_command, "stop": s.stop_command},
+            "service": {"start": s.start_command, "stop": s.stop_command,
+                        "config_dropin": str(s.base / "conf.d" / "zz-resync.cnf")},
         } for s in self.servers}
 
     def __enter__(self) -> Self:
@@ -382,7 +389,10 @@ class Sandbox:
             f"pid-file={s.pidfile}\nlog-error={s.errorlog}\nserver-id={s.server_id}\n"
             "log-bin=mysql-bin\nrelay-log=relay-bin\nbinlog-format=ROW\nlog-slave-updates=ON\n"
             "skip-name-resolve\ninnodb_buffer_pool_size=64M\ninnodb_log_file_size=32M\n"
-            f"\n[client]\nuser=root\nsocket={s.socket}\n")
+            f"\n[client]\nuser=root\nsocket={s.socket}\n"
+            # last: what resync writes here for the starts it makes (read_only, no replica start)
+            f"\n!includedir {s.base / 'conf.d'}\n")
+        (s.base / "conf.d").mkdir(mode=0o755, exist_ok=True)
         q = {k: shlex.quote(str(v)) for k, v in (
             ("cnf", s.cnf), ("pidfile", s.pidfile), ("log", s.errorlog),
             ("run", s.socket.parent), ("tmp", s.base / "tmp"))}
@@ -407,5 +417,7 @@ class Sandbox:
             lines += [f"CREATE USER '{ADMIN_USER}'@'{host}' IDENTIFIED BY {admin};",
                       f"GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'{host}' WITH GRANT OPTION;"]
         lines += [f"CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY {repl};",
-                  f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%';"]
+                  f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%';",
+                  f"CREATE USER '{APP_USER}'@'%' IDENTIFIED BY {sql_literal(self.app_password)};",
+                  f"GRANT SELECT, INSERT, UPDATE, DELETE ON `app`.* TO '{APP_USER}'@'%';"]
         return "\n".join(lines) + "\n"

@@ -111,10 +111,11 @@ def fail_over_and_damage_db1(pair: Any) -> None:
         cur.execute("INSERT INTO app.orders VALUES (9999, 'only on the old db1', 0)")
     conn.close()
     if isinstance(pair, Sandbox):  # a truncated table file, as after the seed's crash
-        sql(pair, "db1", "FLUSH TABLES app.audit")
+        # LOCAL: not binlogged (a logged FLUSH would be a transaction db2 lacks: errant)
+        sql(pair, "db1", "FLUSH LOCAL TABLES app.audit")
         myd = pair["db1"].datadir / "app" / "audit.MYD"
         os.truncate(myd, 1000)
-        sql(pair, "db1", "FLUSH TABLES app.audit")
+        sql(pair, "db1", "FLUSH LOCAL TABLES app.audit")
 
 
 def seed_incident(tmp_path: Path, pair: Any, **runbook: Any) -> Path:
@@ -176,3 +177,208 @@ class ProcessListWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+# --- the fault matrix (tests/integration/test_faults.py) ------------------------------------------
+def server_version_arg() -> str:
+    """`--server-version` for the installed mariadbd (a plan without connecting anywhere), or ''."""
+    import re
+    import shutil
+
+    binary = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except OSError:
+        return ""
+    found = re.search(r"Ver (\d+\.\d+\.\d+)-MariaDB", out)
+    if not found:
+        return ""
+    version = f"mariadb-{found.group(1)}"
+    return f"donor={version},recipient={version}"
+
+
+def plan_json(cwd: Path, runbook: Path, *args: str) -> dict[str, Any]:
+    """`resync plan --format json RUNBOOK [args]` as a document (asserts it succeeded)."""
+    proc = subprocess.run([sys.executable, "-m", "resync", "plan", "--format", "json", *args,
+                           str(runbook)], cwd=cwd, text=True, capture_output=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, f"resync plan -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def start_run(tmp_path: Path, runbook: Path) -> subprocess.Popen[bytes]:
+    """`resync run --yes RUNBOOK` in the background, in its own session (its output in
+    tmp_path/run.out and run.err). Kill it with os.kill(proc.pid, SIGKILL): the process alone,
+    not what it started (servers, copy ends), as a crash of the controller would."""
+    with (tmp_path / "run.out").open("wb") as out, (tmp_path / "run.err").open("wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "resync", "run", "--yes", str(runbook)],
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                env={**os.environ, "COLUMNS": "200"}, start_new_session=True)
+
+
+def read_journal(tmp_path: Path) -> dict[str, Any] | None:
+    """The run's journal under tmp_path/resync-journal, or None if there is none (yet) or it
+    cannot be read right now (it is replaced atomically, but be tolerant)."""
+    journals = sorted((tmp_path / "resync-journal").glob("*.json"))
+    if not journals:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(journals[0].read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def step_states(journal: dict[str, Any] | None) -> dict[str, str]:
+    return {s["key"]: s["state"] for s in (journal or {}).get("steps", [])}
+
+
+def kill_when(tmp_path: Path, proc: subprocess.Popen[bytes], reached: Any,
+              timeout: float = 120, then_wait: float = 0.0) -> dict[str, Any]:
+    """Watch the journal until reached(journal) is true, then SIGKILL the resync process (only
+    it). Returns the journal as the killed process left it. Fails if the run ended first without
+    reaching that point."""
+    import contextlib
+    import signal
+
+    deadline = time.monotonic() + timeout
+    last: tuple[int, int] | None = None
+    journal: dict[str, Any] | None = None
+    while True:
+        paths = sorted((tmp_path / "resync-journal").glob("*.json"))
+        try:
+            st = paths[0].stat() if paths else None
+        except OSError:
+            st = None
+        stamp = (st.st_ino, st.st_mtime_ns) if st else None
+        if stamp is not None and stamp != last:
+            last, fresh = stamp, read_journal(tmp_path)
+            journal = fresh if fresh is not None else journal
+            if journal is not None and reached(journal):
+                break
+        if proc.poll() is not None:  # one more look: it may have got there and ended at once
+            journal = read_journal(tmp_path)
+            if journal is not None and reached(journal):
+                break
+            err = (tmp_path / "run.err").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before the kill point; "
+                                 f"steps: {step_states(journal)}\n{err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"kill point not reached within {timeout}s; steps: "
+                                 f"{step_states(journal)}")
+        time.sleep(0.002)
+    if then_wait:
+        time.sleep(then_wait)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = read_journal(tmp_path)
+    assert left is not None
+    return left
+
+
+def app_write(pair: Any, name: str, row_id: int, note: str, timeout: int = 3) -> str | None:
+    """INSERT one row into app.orders on `name` as the application user (autocommit, short
+    timeouts). Returns None if the server acknowledged it, else why not."""
+    import contextlib
+
+    from resync.testing.sandbox import APP_PASSWORD_ENV, APP_USER
+
+    m = pair.runbook_hosts()[name]["mysql"]
+    try:
+        conn = pymysql.connect(host=m["host"], port=m["port"], user=APP_USER,
+                               password=os.environ[APP_PASSWORD_ENV], autocommit=True,
+                               connect_timeout=timeout, read_timeout=timeout,
+                               write_timeout=timeout)
+    except pymysql.MySQLError as exc:
+        return f"connect: {exc}"
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO app.orders VALUES (%s, %s, 0)", (row_id, note))
+        return None
+    except pymysql.MySQLError as exc:
+        return f"insert: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def try_sql(pair: Any, name: str, statement: str) -> list[dict[str, Any]] | str:
+    """sql(), or the error as text (a server may be down)."""
+    try:
+        return sql(pair, name, statement)
+    except pymysql.MySQLError as exc:
+        return f"error: {exc}"
+
+
+def copy_ends_of(run_id: str, datadirs: list[str]) -> list[int]:
+    """Pids of the copy ends of a run still running: tagged `resync-copy-run <run_id>` AND naming
+    one of these datadirs (a run id is a timestamp to the second: another session's run, on
+    other servers, can carry the same one)."""
+    tag = f"resync-copy-run {run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if tag in cmdline and any(d.encode() in cmdline for d in datadirs):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_copy_ends(run_id: str, datadirs: list[str]) -> list[int]:
+    """Teardown: SIGKILL the process groups of the copy ends a test's run left behind (found by
+    run id and datadirs, killed by pid); returns the pids found. They would hold the session's
+    copy port for the next test."""
+    import contextlib
+    import signal
+
+    pids = copy_ends_of(run_id, datadirs)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    return pids
+
+
+def journal_tail(journal: dict[str, Any] | None, commands: int = 8) -> str:
+    """Steps (key: state, error) and the last commands of a journal, for failure messages."""
+    if journal is None:
+        return "(no journal)"
+    lines = [f"outcome: {journal.get('outcome')}"]
+    for s in journal["steps"]:
+        extra = f"  error: {s['error']}" if s.get("error") else ""
+        extra += f"  note: {s['note']}" if s.get("note") else ""
+        lines.append(f"  {s['key']}: {s['state']} (attempts {s.get('attempts')}){extra}")
+    lines.append("last commands:")
+    for c in journal.get("commands", [])[-commands:]:
+        detail = (c.get("detail") or "").strip().replace("\n", " | ")[:300]
+        lines.append(f"  [{c['phase']} {c['step']} {c['action']} {c['host']} {c['kind']} "
+                     f"ok={c['ok']}] {c['text'][:160]}" + (f"  -> {detail}" if detail else ""))
+    return "\n".join(lines)
+
+
+
+def seed_incident_unlogged(tmp_path: Path, pair: Any, **runbook: Any) -> Path:
+    """seed_incident with db1's damage outside its binary log (no errant GTID on db1). Now the
+    same as seed_incident, whose flushes are FLUSH LOCAL TABLES; kept for its callers."""
+    return seed_incident(tmp_path, pair, **runbook)
+
+def process_lines(pids: list[int]) -> list[str]:
+    """`pid (ppid, state): command line` of each pid still there (for failure messages)."""
+    lines = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace").strip()
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        lines.append(f"{pid} (ppid {stat[1]}, {stat[0]}): {cmdline[:300]}")
+    return lines

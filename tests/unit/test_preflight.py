@@ -7,6 +7,7 @@ pinned on the verdict functions; build_checks() must make a list that connects t
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -61,20 +62,43 @@ def test_a_host_that_did_not_answer_skips_its_verdict() -> None:
 
 
 @pytest.mark.parametrize(("donor", "recipient", "problem"), [
-    ("mariadb-10.11.19", "mariadb-10.6.20", "older than the donor"),
+    ("mariadb-10.11.19", "mariadb-10.6.20", "older than the donor .* at major.minor level"),
+    ("mariadb-11.4.2", "mariadb-10.11.19", "older than the donor"),
     ("mysql-8.4.3", "mysql-8.0.36", "older than the donor"),
+    ("mysql-8.0.36", "mysql-8.0.30", "older than the donor .* at patch level"),
+    ("mysql-5.7.44", "mysql-5.7.43", "older than the donor"),
     ("mysql-8.4.3", "mariadb-11.4.4", "one flavor"),
+    ("mariadb-10.11.5", "mysql-8.0.36", "one flavor"),
 ])
 def test_incompatible_versions_are_refused(donor: str, recipient: str, problem: str) -> None:
     with pytest.raises(ResyncError, match=problem):
         preflight._compatible(ServerVersion.parse(donor), ServerVersion.parse(recipient))
 
 
-def test_same_or_newer_recipient_is_accepted() -> None:
-    assert preflight._compatible(ServerVersion.parse("mariadb-10.6.20"),
-                                 ServerVersion.parse("mariadb-10.11.19"))
-    assert preflight._compatible(ServerVersion.parse("mysql-8.4.3"),
-                                 ServerVersion.parse("mysql-8.4.3")) == "mysql-8.4.3 -> mysql-8.4.3"
+@pytest.mark.parametrize(("donor", "recipient"), [
+    ("mariadb-10.6.20", "mariadb-10.11.19"),
+    ("mariadb-10.11.5", "mariadb-10.11.2"),  # the same series: a patch older is fine
+    ("mysql-8.0.30", "mysql-8.0.36"),
+    ("mysql-8.0.36", "mysql-8.4.3"),
+    ("mysql-8.4.3", "mysql-8.4.3"),
+])
+def test_same_or_newer_recipient_is_accepted(donor: str, recipient: str) -> None:
+    assert preflight._compatible(ServerVersion.parse(donor),
+                                 ServerVersion.parse(recipient)) == f"{donor} -> {recipient}"
+
+
+def test_the_replica_afterwards_must_not_be_older_than_its_primary() -> None:
+    v = ServerVersion.parse
+    with pytest.raises(ResyncError, match=r"afterwards db2 \(mysql-8.0.30\) replicates from db1 "
+                                          r"\(mysql-8.0.36\), which is newer"):
+        preflight._replication_compatible("db1", v("mysql-8.0.36"), "db2", v("mysql-8.0.30"))
+    with pytest.raises(ResyncError, match="older than its primary"):
+        preflight._replication_compatible("db1", v("mariadb-10.11.2"), "db2", v("mariadb-10.6.9"))
+    with pytest.raises(ResyncError, match="different flavors"):
+        preflight._replication_compatible("db1", v("mariadb-10.11.2"), "db2", v("mysql-8.0.36"))
+    assert preflight._replication_compatible("db1", v("mariadb-10.11.5"), "db2",
+                                             v("mariadb-10.11.2")) == (
+        "db1 (mariadb-10.11.5) -> db2 (mariadb-10.11.2)")
 
 
 def test_equal_server_ids_are_refused() -> None:
@@ -168,9 +192,13 @@ def built(monkeypatch: pytest.MonkeyPatch) -> tuple[preflight.Check, ...]:
 def test_build_checks_is_pure_data(monkeypatch: pytest.MonkeyPatch) -> None:
     checks = built(monkeypatch)
     names = [c.name for c in checks]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) == 22
     for name in ("versions compatible", "distinct server_id", "replication user", "disk space",
-                 "db1: copy port 7878 free", "db2: tools", "db1: tools"):
+                 "db1: copy port 7878 free", "db2: tools", "db1: tools",
+                 "replica not older than its primary", "no errant transactions on db1",
+                 "db1: table files in the datadir", "db2: table files in the datadir",
+                 "db1: no encryption keys needed", "db2: no encryption keys needed",
+                 "db1: binary and relay logs"):
         assert name in names
     for leaf in leaves_of(checks):
         # frozen dataclasses of text and numbers: nothing holds a host or a session
@@ -225,3 +253,151 @@ def test_ssh_method_checks_reachability_instead_of_the_port(monkeypatch: pytest.
     names = [c.name for c in preflight.build_checks(loaded, ssh, frozenset(), facts.versions)]
     assert "db2: ssh to db1" in names
     assert not [n for n in names if "copy port" in n]
+
+
+# -- direction and errant transactions: wired in (the logic is tests/unit/test_direction.py) -----
+
+
+def checks_for(versions: str | None = None, down: frozenset[str] = frozenset(),
+               **options: object) -> dict[str, preflight.Check]:
+    from resync.plan.build import parse_version_overrides
+
+    loaded = load_runbook(RUNBOOK)
+    facts = assumed_facts(loaded, parse_version_overrides(versions, loaded))
+    built = preflight.build_checks(loaded, copy_spec(loaded, facts), down, facts.versions,
+                                   **options)  # type: ignore[arg-type]
+    return {c.name: c for c in built}
+
+
+def test_the_errant_check_says_which_mode_is_in_force() -> None:
+    refusing = checks_for()["no errant transactions on db1"]
+    assert refusing.criterion.endswith("refused if it has any")
+    assert [a.host for a in refusing.actions] == ["db1", "db2"]
+    discarding = checks_for(discard_errant=True)["no errant transactions on db1"]
+    assert "DISCARDED" in discarding.criterion
+
+
+def test_the_errant_check_refuses_through_the_checks_verdict() -> None:
+    check = checks_for()["no errant transactions on db1"]
+    captured = {str(preflight_value("db1", "gtid_binlog_state")): "0-1-5,0-2-3",
+                str(preflight_value("db2", "gtid_binlog_state")): "0-1-5",
+                str(preflight_value("db2", "gtid_slave_pos")): "",
+                str(preflight_value("db2", "gtid_current_pos")): "0-1-5"}
+    result = preflight._judge(check, captured, None)
+    assert not result.ok and "0-2-1..0-2-3" in result.detail
+    missing = preflight._judge(check, {}, None)
+    assert not missing.ok and missing.detail.startswith("not checked:")
+
+
+def test_mysql_gtid_facts_pick_the_comparison() -> None:
+    on = checks_for("donor=mysql-8.0.36,recipient=mysql-8.0.36",
+                    gtid_enabled={"db1": True, "db2": True})["no errant transactions on db1"]
+    assert ["GTID_SUBSET" in a.render() for a in on.actions] == [False, True]
+    preflight_step = preflight.Preflight(load_runbook(RUNBOOK), spec(), frozenset(),
+                                         {"db1": ServerVersion.parse("mysql-8.0.36"),
+                                          "db2": ServerVersion.parse("mysql-8.0.36")},
+                                         discard_errant=True, gtid_enabled={"db1": False, "db2": False})
+    (composite,) = preflight_step.plan()
+    assert isinstance(composite, preflight.Checks)
+    (errant,) = [c for c in composite.checks if c.name == "no errant transactions on db1"]
+    assert [a.render() for a in errant.actions] == ["SHOW MASTER STATUS", "SHOW REPLICA STATUS"]
+    assert "DISCARDED" in errant.criterion
+
+
+def test_a_stopped_recipient_is_checked_from_its_binary_log() -> None:
+    checks = checks_for(down=frozenset({"db1"}))
+    (shell, donor) = checks["no errant transactions on db1"].actions
+    assert isinstance(shell, Shell) and shell.host == "db1" and shell.privileged
+    assert isinstance(donor, Capture) and donor.host == "db2"
+    # nothing is asked of its server: no tablespace, encryption or log queries on db1
+    assert "db1: table files in the datadir" not in checks
+    assert "db1: binary and relay logs" not in checks
+    assert "db2: table files in the datadir" in checks
+
+
+# -- the datadir's surroundings -----------------------------------------------------------------------
+
+
+def test_surroundings_queries_follow_the_version() -> None:
+    from resync.steps.layout import global_variables_sql, tablespace_files_sql
+
+    assert "FILENAME" in tablespace_files_sql("mariadb", (10, 11, 5))
+    assert "INNODB_SYS_DATAFILES" in tablespace_files_sql("mariadb", (10, 5, 20))
+    assert "information_schema.FILES" in tablespace_files_sql("mysql", (8, 0, 36))
+    maria = global_variables_sql("mariadb", ("log_bin_basename",))
+    assert "information_schema.GLOBAL_VARIABLES" in maria and "AS log_bin_basename" in maria
+    assert "performance_schema.global_variables" in global_variables_sql("mysql", ("a",))
+    mysql = checks_for("donor=mysql-8.0.36,recipient=mysql-8.0.36")
+    (tablespaces, links) = mysql["db2: table files in the datadir"].actions
+    assert isinstance(tablespaces, CaptureRows) and "FILES" in tablespaces.sql
+    assert isinstance(links, Shell) and links.privileged and "-type l" in links.render()
+    assert "db1: its own TLS keys and persisted settings" in mysql
+    assert "db1: its own TLS keys and persisted settings" not in checks_for()
+
+
+def spaces(*rows: tuple[str, str]) -> str:
+    return json.dumps([list(r) for r in rows])
+
+
+def test_table_files_outside_the_datadir_are_refused() -> None:
+    from resync.steps.layout import files_inside
+
+    inside = spaces(("innodb_system", "./ibdata1"), ("app/orders", "./app/orders.ibd"),
+                    ("mysql", "/var/lib/mysql/mysql.ibd"), ("innodb_undo_001", "/undo/undo_001"),
+                    ("innodb_system", "/ibdata/ibdata1"))
+    assert files_inside(inside, "", "/var/lib/mysql", "db1") == (
+        "every tablespace file in the datadir; no .isl link files or symbolic links")
+    outside = spaces(("app/big", "/data2/app/big.ibd"), ("ts1", "/var/lib/mysql-extra/ts1.ibd"))
+    with pytest.raises(ResyncError, match=r"tablespace app/big: /data2/app/big.ibd; tablespace ts1: "
+                                          r"/var/lib/mysql-extra/ts1.ibd"):
+        files_inside(outside, "", "/var/lib/mysql", "db1")
+    links = "isl app/big.isl\nlink reports -> /data2/reports\nlink app/t.MYD -> /x/t.MYD\n"
+    with pytest.raises(ResyncError) as refused:
+        files_inside(spaces(), links, "/var/lib/mysql", "db2")
+    text = str(refused.value)
+    assert "on db2 table files live outside the datadir" in text
+    assert "InnoDB link file app/big.isl" in text
+    assert "symbolic link reports -> /data2/reports" in text and "app/t.MYD -> /x/t.MYD" in text
+
+
+def test_encryption_or_a_keyring_is_refused() -> None:
+    from resync.steps.layout import no_encryption
+
+    off = json.dumps([["innodb_encrypt_tables", "OFF"], ["innodb_encrypt_log", "OFF"]])
+    assert no_encryption("[]", off, "db1") == "no keyring or key management plugin; encryption off"
+    with pytest.raises(ResyncError, match=r"plugin file_key_management.*the copy would need the keys"):
+        no_encryption(json.dumps([["file_key_management"]]), off, "db1")
+    with pytest.raises(ResyncError, match="innodb_encrypt_tables=FORCE"):
+        no_encryption("[]", json.dumps([["innodb_encrypt_tables", "FORCE"]]), "db1")
+    with pytest.raises(ResyncError, match="default_table_encryption=ON"):
+        no_encryption("[]", json.dumps([["default_table_encryption", "ON"]]), "db1")
+
+
+def test_logs_outside_the_datadir_are_named_not_refused() -> None:
+    from resync.steps.layout import logs_placement
+
+    inside = logs_placement({"log_bin_basename": "/var/lib/mysql/mysql-bin",
+                             "relay_log_basename": "/var/lib/mysql/relay-bin"}, "/var/lib/mysql", "db1")
+    assert inside == ("on db1: binary logs /var/lib/mysql/mysql-bin.*: in the datadir, set aside "
+                      "with it; relay logs /var/lib/mysql/relay-bin.*: in the datadir, set aside "
+                      "with it")
+    outside = logs_placement({"log_bin_basename": "/binlogs/db1-bin", "relay_log_basename": None},
+                             "/var/lib/mysql", "db1")
+    assert "binary logs /binlogs/db1-bin.*: OUTSIDE the datadir" in outside
+    assert "moved aside with the old datadir" in outside and "relay logs: none" in outside
+    check = checks_for()["db1: binary and relay logs"]
+    (capture,) = check.actions
+    assert isinstance(capture, Capture)
+    assert {str(k) for k in capture.outputs()} == {
+        "preflight.db1.log_bin_basename", "preflight.db1.relay_log_basename",
+        "preflight.db1.log_bin_index"}
+
+
+def test_a_mysql_recipients_own_files_are_described() -> None:
+    from resync.steps.layout import own_files
+
+    assert own_files("", (), "db1") == "no TLS keys or mysqld-auto.cnf in db1's datadir"
+    text = own_files("ca.pem\nserver-key.pem\nmysqld-auto.cnf\n", ("./mysqld-auto.cnf",), "db1")
+    assert "db1's TLS keys (ca.pem, server-key.pem) are replaced by the donor's copy" in text
+    assert "mysqld-auto.cnf (SET PERSIST settings) is not copied" in text
+    assert "replaced by the donor's" in own_files("mysqld-auto.cnf", (), "db1")

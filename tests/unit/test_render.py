@@ -92,7 +92,7 @@ def test_old_primary_plan_structure() -> None:
         "stop-service:db1", "stop-service:db2", "move-datadir-aside:db1",
         "copy-datadir:db2->db1", "start-service:db1", "start-service:db2",
         "reset-binlogs:db1", "read-lock:db1:source", "point-replica:db2", "wait-replica:db2",
-        "unlock:db1", "verify-data:db1=db2",
+        "unlock:db1", "make-writable:db1", "verify-data:db1=db2",
     ]
     assert [s["number"] for s in doc["steps"]] == list(range(1, len(keys) + 1))
     destructive = {s["key"] for s in doc["steps"] if s["destructive"]}
@@ -103,6 +103,7 @@ def test_old_primary_plan_structure() -> None:
     assert by_key["stop-service:db1"]["undo"][0]["text"] == "systemctl start mariadb"
     point = [a["text"] for a in by_key["point-replica:db2"]["actions"]]
     assert point == [
+        "the lock on session 'read-lock:db1:source' still holds",
         "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL gtid_slave_pos = <source.gtid>",
         "CHANGE MASTER TO MASTER_HOST='db1.example.internal', MASTER_PORT=3306, MASTER_USER='repl', "
         f"MASTER_PASSWORD='{MASK}', MASTER_USE_GTID=slave_pos",
@@ -120,7 +121,7 @@ def test_replica_plan_structure() -> None:
     assert keys == [
         "preflight", "read-lock:db1:source", "stop-service:db2", "stop-service:db1",
         "move-datadir-aside:db2", "copy-datadir:db1->db2", "start-service:db2", "start-service:db1",
-        "point-replica:db2", "wait-replica:db2", "verify-data:db1=db2",
+        "point-replica:db2", "wait-replica:db2", "make-writable:db1", "verify-data:db1=db2",
     ]
     assert not any(k.startswith(("reset-binlogs", "stop-replication", "unlock")) for k in keys)
 
@@ -176,7 +177,7 @@ def test_preflight_lists_every_check_and_its_leaves() -> None:
     (composite,) = step_views(make_plan("rebuild-old-primary"))[0].actions
     assert composite.kind == "composite"
     kinds = [a.kind for a in composite.children]
-    assert kinds.count("check") == 15
+    assert kinds.count("check") == 22
     assert "login" in kinds  # the replication user logs in for real
     assert [a.id for a in composite.children] == [f"0.{i}" for i in range(len(kinds))]
 

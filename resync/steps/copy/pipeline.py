@@ -46,6 +46,7 @@ POLL_SECONDS = 0.5
 SENT_STREAM = Key("copy.sent")  # "<bytes> <sha256>" as the donor's end reported it
 RECEIVED_STREAM = Key("copy.received")
 PROBE_RATE = Key("probe.bytes_per_second")
+PROBE_TIMEOUT = 120.0  # seconds: a probe slower than ~1 MB/s says enough
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class StreamEnds(Composite):
                  stall_timeout: float | None, title: str) -> None:
         self.spec, self.recv, self.send = spec, recv, send
         self.listen_timeout, self.stall_timeout = listen_timeout, stall_timeout
+        # without a watch (a probe), the ends are given this long (None: a watched copy)
+        self.wait_timeout: float | None = None
         self.host, self.title = spec.donor, title
 
     def parts(self) -> tuple[Leaf, ...]:
@@ -117,8 +120,8 @@ def run_ends(run: CompositeRun, ends: StreamEnds) -> EndResults:
         sending = run.start(index)
         if ends.stall_timeout is not None:
             _watch(run, index + 1, ends, receiving, sending, ends.stall_timeout)
-        sent = sending.handle.wait()
-        received = receiving.handle.wait() if receiving else None
+        sent = sending.handle.wait(timeout=ends.wait_timeout)
+        received = receiving.handle.wait(timeout=ends.wait_timeout) if receiving else None
         seconds = time.monotonic() - started
     except BaseException as exc:
         for end in (sending, receiving):
@@ -270,6 +273,7 @@ class BandwidthProbe(StreamEnds):
                          title=f"bandwidth probe: {nbytes // 2**20} MB of zeros through the copy "
                                "transport")
         self.nbytes = nbytes
+        self.wait_timeout = PROBE_TIMEOUT
 
     def execute(self, run: CompositeRun) -> None:
         ends = run_ends(run, self)
