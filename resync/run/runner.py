@@ -261,6 +261,15 @@ def scratch_executor(loaded: LoadedRunbook) -> Executor:
     return executor_for(loaded, MemoryJournal())
 
 
+def _kept_paths() -> list[str | Ref]:
+    """The old datadir and what went aside with it (its logs, the rejected copy)."""
+    out: list[str | Ref] = []
+    for suffix in ("", ".rejected", ".binlogs", ".relaylogs", ".rejected.binlogs",
+                   ".rejected.relaylogs"):
+        out += [" ", Ref(OLD_DATADIR), suffix] if suffix else [" ", Ref(OLD_DATADIR)]
+    return out
+
+
 def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: bool) -> None:
     """Delete the recipient's kept old datadir, only after a finished, verified run."""
     from rich.prompt import Confirm
@@ -293,8 +302,7 @@ def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: b
             if not yes and not Confirm.ask("delete it for good?", console=console, default=False):
                 raise Aborted("cleanup aborted by the operator; nothing was deleted")
             exe.run([When(IsSet(OLD_DATADIR), (Shell.line(
-                recipient, "rm -rf -- ", Ref(OLD_DATADIR), " ", Ref(OLD_DATADIR), ".rejected",
-                privileged=True),))], prefix="1.")
+                recipient, "rm -rf -- ", *_kept_paths(), privileged=True),))], prefix="1.")
             journal.capture(str(CLEANUP_REMOVED), time.time())
         finally:
             exe.close()

@@ -244,7 +244,10 @@ class Sandbox:
 
     def __init__(self, root: Path, names: Sequence[str] = ("db1", "db2"),
                  base_port: int | None = None, address: str | Sequence[str] = "127.0.0.1",
-                 admin_password: str | None = None, repl_password: str | None = None) -> None:
+                 admin_password: str | None = None, repl_password: str | None = None,
+                 logs_outside_datadir: bool = False) -> None:
+        # logs_outside_datadir: binary and relay logs under <server>/logs, as /var/log/mysql
+        self.logs_outside_datadir = logs_outside_datadir
         if not names or len(set(names)) != len(names) or not all(map(_NAME.fullmatch, names)):
             raise ValueError(f"server names must be distinct identifiers: {names!r}")
         self.root = Path(root).absolute()
@@ -382,12 +385,18 @@ class Sandbox:
 
     def _write_files(self, s: SandboxServer) -> None:
         s.base.mkdir(mode=0o755, exist_ok=True)
+        logs = ""
+        if self.logs_outside_datadir:
+            (s.base / "logs").mkdir(mode=0o750, exist_ok=True)
+            shutil.chown(s.base / "logs", "mysql", "mysql")
+            logs = f"{s.base / 'logs'}/"
         s.cnf.write_text(
             "[mariadbd]\n"
             f"user=mysql\ndatadir={s.datadir}\ntmpdir={s.base / 'tmp'}\n"
             f"port={s.port}\nbind-address={s.address}\nsocket={s.socket}\n"
             f"pid-file={s.pidfile}\nlog-error={s.errorlog}\nserver-id={s.server_id}\n"
-            "log-bin=mysql-bin\nrelay-log=relay-bin\nbinlog-format=ROW\nlog-slave-updates=ON\n"
+            f"log-bin={logs}mysql-bin\nrelay-log={logs}relay-bin\n"
+            "binlog-format=ROW\nlog-slave-updates=ON\n"
             "skip-name-resolve\ninnodb_buffer_pool_size=64M\ninnodb_log_file_size=32M\n"
             f"\n[client]\nuser=root\nsocket={s.socket}\n"
             # last: what resync writes here for the starts it makes (read_only, no replica start)

@@ -396,3 +396,29 @@ def test_reviewed_plan_binds_the_run(tmp_path: Path, sandbox_pair: Any) -> None:
     kinds = {c["kind"] for c in journal["commands"]}
     assert {"sql", "capture", "shell", "poll", "when", "check", "release"} <= kinds
     assert any(c["step"] == "detect" for c in journal["commands"]), "detection is journaled too"
+
+
+def test_logs_outside_the_datadir_go_aside_with_it(tmp_path: Path, make_sandbox: Any) -> None:
+    """log_bin under a logs directory (as /var/log/mysql): the old primary's binary logs are the
+    only record of what it did; they go aside with its old datadir (RESET MASTER on the rebuilt
+    server would delete them otherwise) and come back with a rollback."""
+    pair = make_sandbox(logs_outside_datadir=True)
+    pair.setup_replication("db1", "db2")
+    runbook = seed_incident(tmp_path, pair)
+    logs = pair["db1"].base / "logs"
+    before = sorted(p.name for p in logs.glob("mysql-bin.*"))
+    assert before, "db1 logs its binary log outside its datadir"
+
+    resync(tmp_path, "run", "--yes", str(runbook), check=True)
+    old = Path(json.loads(journal_of(tmp_path).read_text())["captured"]["recipient.old_datadir"])
+    kept = Path(f"{old}.binlogs")
+    # every file (and mysql-bin.state, written by the server's shutdown)
+    assert set(before) <= {p.name for p in kept.iterdir()}, "moved aside"
+    assert "written on db2 after failover" in str(sql(pair, "db1", "SELECT item FROM app.orders "
+                                                                  "WHERE id = 5001"))
+
+    resync(tmp_path, "rollback", "--yes", "--force", str(journal_of(tmp_path)), check=True)
+    assert set(before) <= {p.name for p in logs.glob("mysql-bin.*")}, "back in place"
+    assert not kept.exists()
+    assert any(Path(f"{old}.rejected.binlogs").iterdir()), "the rebuilt server's logs: kept aside"
+    assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 9999") == [{"n": 1}]
