@@ -196,9 +196,10 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     steps: list[Step] = [Preflight(loaded, spec, facts.down, facts.versions,
                                    discard_errant=facts.discard_errant,
                                    gtid_enabled=facts.gtid_enabled)]
-    # the point of no return: the recipient (stopped by then) is checked again for errant
-    # transactions right before its datadir moves aside
-    recheck = errant_recheck(loaded, facts.versions, facts.discard_errant, donor_up=False,
+    # the point of no return: once the recipient is stopped (it cannot change any more) and
+    # before the donor stops (refused, the donor is released and serves again), the recipient is
+    # checked again for transactions the donor lacks
+    recheck = errant_recheck(loaded, facts.versions, facts.discard_errant, donor_up=True,
                              down=facts.down, gtid_enabled=facts.gtid_enabled)
     # a donor found stopped when its lock must be taken again (a run killed while stopping it)
     # is started read-only first: locked and captured again, it is then stopped again
@@ -219,8 +220,8 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         donor_lock,
         StopService(recipient, r_host.service, r_host.datadir, "recipient"),
         StopService(donor, d_host.service, d_host.datadir, "donor",
-                    requires=(LockAlive(donor, donor_lock.session),)),
-        MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck),
+                    requires=(LockAlive(donor, donor_lock.session), *recheck)),
+        MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
         CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
                     listen_timeout=rb.copy_.listen_timeout),
         StartService(recipient, r_host.service, r_host.datadir, "recipient", dialects[recipient]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -119,7 +120,8 @@ def measure_estimate(exe: Executor, plan: Plan) -> Any:
 
 def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None,
                 detection: Journal | None = None) -> Journal:
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    # unique on the host even for two runs started in one second: the copy ends carry it
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
     path = journal_path or Path(f"resync-journal/{loaded.model.name}-{run_id}.json")
     doc = plan_document(plan)
     journal = Journal.create(path, run_id=run_id, runbook_path=str(loaded.path.resolve()),
@@ -155,7 +157,10 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
     try:
         engine.run()
         record_downtime(journal, plan)
-    except (StepFailed, Aborted) as exc:
+    except (StepFailed, Aborted, GateRefused) as exc:
+        if isinstance(exc, GateRefused) and journal.step(plan.steps[0].key).state is not \
+                StepState.DONE:
+            raise  # refused before anything changed: nothing to resume or undo
         exc.hint = (f"the state is in the journal {journal.path}: fix the cause, then "
                     f"`resync resume {journal.path}`, or undo with `resync rollback {journal.path}`"
                     " (the recipient's old datadir is kept either way)")
@@ -229,14 +234,21 @@ def continue_run(journal_path: Path, runbook: str | None, console: Console, *, y
                               "`resync run` if the servers need it again)")
         if rollback and outcome == "rolled back":
             raise GateRefused("this run is rolled back already: nothing to undo")
-        if rollback and outcome == "done" and not force:
+        if rollback and not force and _took_writes(plan, journal):
             rb = loaded.model
             raise GateRefused(
-                f"this run finished: {rb.primary_after} is the primary and may have taken writes "
+                f"this run made {rb.primary_after} the primary: it may have taken writes "
                 f"since. Rolling back moves its datadir aside (kept as <old datadir>.rejected on "
                 f"{rb.recipient}) and brings back the old one: those writes would no longer be "
                 "served. Use --force if that is what you want")
         execute(loaded, plan, journal, console, yes=yes, rollback=rollback)
+
+
+def _took_writes(plan: Plan, journal: Journal) -> bool:
+    """Has the new primary been opened for writes (the step started, maybe killed midway)?"""
+    step = plan.step(StepKind.MAKE_WRITABLE)
+    return step is not None and journal.step(step.key).state in (
+        StepState.DONE, StepState.RUNNING, StepState.FAILED)
 
 
 def from_journal(journal_path: Path, runbook: str | None) -> tuple[LoadedRunbook, Plan, Journal]:

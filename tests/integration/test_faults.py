@@ -56,7 +56,7 @@ pytestmark = pytest.mark.integration
 MID_COPY = "mid-copy"
 SERVERS = ("db1", "db2")
 ROW_BASE = 60000  # the rows written while the controller is dead: 60001 on db1, 60002 on db2
-MID_COPY_RATE_MB_PER_S = 8  # slow enough that the copy is still under way when it is killed
+MID_COPY_RATE_MB_PER_S = 15  # slow enough that the copy is still under way when it is killed
 
 
 # --- the matrix, from the plan --------------------------------------------------------------------
@@ -126,7 +126,8 @@ class Crash:
                  "writes while dead: " + ", ".join(
                      f"{n}: row {row} " + ("ACKNOWLEDGED" if why is None else f"refused ({why})")
                      for n, (row, why) in self.writes.items()),
-                 "journal at the kill:", journal_tail(self.at_kill, commands=5)]
+                 "journal at the kill:", journal_tail(self.at_kill, commands=5),
+                 *([f"the killed run's stderr: {self.run_err}"] if self.run_err.strip() else [])]
         return "\n".join([*lines, *more])
 
 
@@ -239,7 +240,7 @@ def test_kill_then_resume_loses_no_acknowledged_write(tmp_path: Path, sandbox_pa
             assert left == [], (f"copy ends of the run left running: {process_lines(left)}"
                                 f"\n{story}")
             _result(crash, f"resume exit {proc.returncode}, outcome done; acknowledged "
-                                f"{sorted(acknowledged)}: on both servers; verify ok")
+                           f"{sorted(acknowledged)}: on both servers; verify ok")
         else:
             # stopped: with a clear message, and nothing lost where it was acknowledged
             assert proc.returncode in (1, 3), story
@@ -252,7 +253,7 @@ def test_kill_then_resume_loses_no_acknowledged_write(tmp_path: Path, sandbox_pa
             assert not missing, f"acknowledged writes gone: {missing}\n{story}"
             message = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else ""
             _result(crash, f"resume exit {proc.returncode} (outcome {outcome}): {message}; "
-                                f"acknowledged {sorted(acknowledged)} still where written")
+                           f"acknowledged {sorted(acknowledged)} still where written")
     finally:
         stop_copy_ends(crash.run_id, crash.datadirs)
 
@@ -291,8 +292,8 @@ def test_kill_then_rollback_restores_recorded_topology(tmp_path: Path, sandbox_p
         now = {name: _server_state(pair, name) for name in SERVERS}
         story += f"\nafter rollback: {json.dumps(now)}"
         db2 = now["db2"]["replica"] or {}
-        assert db2.get("sql") != "Yes", f"db2 replicates from {db2.get('host')}:{db2.get('port')}" \
-                                        f" after the rollback\n{story}"
+        assert db2.get("sql") != "Yes", (
+            f"db2 replicates from {db2.get('host')}:{db2.get('port')} after the rollback\n{story}")
         was = crash.before["db2"]["replica"] or {}
         assert db2.get("io") == was.get("io") and db2.get("sql") == was.get("sql"), (
             f"db2's replication threads are not as before the run\n{story}")
@@ -314,6 +315,6 @@ def test_kill_then_rollback_restores_recorded_topology(tmp_path: Path, sandbox_p
                 f"{crash.before[name]['read_only']}\n{story}")
         assert (after or {}).get("outcome") == "rolled back", story
         _result(crash, f"{forced.strip() or 'rollback'} exit 0; topology as recorded; "
-                            f"acknowledged {sorted(crash.acknowledged())}")
+                       f"acknowledged {sorted(crash.acknowledged())}")
     finally:
         stop_copy_ends(crash.run_id, crash.datadirs)

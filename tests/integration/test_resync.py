@@ -361,7 +361,7 @@ def test_rollback_of_a_finished_run_restores_both_servers(tmp_path: Path, sandbo
 
     refused = resync(tmp_path, "rollback", "--yes", str(journal_of(tmp_path)))
     assert refused.returncode == 3, "a finished run is rolled back only with --force"
-    assert "db1 is the primary and may have taken writes" in refused.stderr
+    assert "db1 the primary: it may have taken writes" in refused.stderr
     resync(tmp_path, "rollback", "--yes", "--force", str(journal_of(tmp_path)), check=True)
 
     assert sql(pair, "db1", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 9999") == [{"n": 1}]

@@ -19,23 +19,12 @@ from resync.model.runbook import LoadedRunbook, load_runbook
 from resync.run.conformance import mismatches
 from resync.run.executor import Executor
 from resync.run.journal import MemoryJournal, StepRecord, StepState
-from resync.steps.direction import (
-    DISCARD_OPTION,
-    Errant,
-    ErrantRecheck,
-    ErrantTransactions,
-    NotCaptured,
-    binlog_gtids_command,
-    binlog_sequence,
-    errant_gate,
-    errant_recheck,
-    format_gtid_state,
-    mariadb_errant,
-    parse_binlog_output,
-    parse_gtid_list,
-    position_ahead,
-    replicates_from,
-)
+from resync.steps.direction.binlog import parse_binlog_output
+from resync.steps.direction.gate import binlog_gtids_command, errant_gate
+from resync.steps.direction.gtid import Errant, format_gtid_state, mariadb_errant, parse_gtid_list
+from resync.steps.direction.positions import binlog_sequence, position_ahead, replicates_from
+from resync.steps.direction.recheck import ErrantRecheck, ErrantTransactions, errant_recheck
+from resync.steps.direction.verdict import DISCARD_OPTION, NotCaptured
 from resync.transport.local import CommandResult
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"

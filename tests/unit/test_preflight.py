@@ -20,6 +20,7 @@ from resync.model.runbook import load_runbook
 from resync.plan.build import assumed_facts, copy_spec
 from resync.steps import preflight
 from resync.steps.copy.commands import CopySpec
+from resync.steps.preflight import verdicts
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "rebuild-old-primary.yaml"
 GIB = 2**30
@@ -43,22 +44,22 @@ def test_too_little_disk_on_the_recipient_is_refused() -> None:
     captured = disk(str(100 * GIB), str(105 * GIB))  # needs 110 GiB
     with pytest.raises(ResyncError,
                        match=r"db1 has 105\.00 GiB free under /var/lib, needs 110\.00 GiB"):
-        preflight._disk(captured, "db1", "/var/lib")
+        verdicts.enough_disk_space(captured, "db1", "/var/lib")
 
 
 def test_enough_disk_passes_and_names_the_sizes() -> None:
-    verdict = preflight._disk(disk(10 * GIB, 12 * GIB), "db1", "/var/lib")
+    verdict = verdicts.enough_disk_space(disk(10 * GIB, 12 * GIB), "db1", "/var/lib")
     assert verdict == "to copy: 10.00 GiB of the donor's datadir; 12.00 GiB free on db1"
 
 
 def test_unreadable_disk_figures_are_refused_not_crashed() -> None:
     with pytest.raises(ResyncError, match="could not read the donor's datadir size"):
-        preflight._disk(disk("", "12"), "db1", "/var/lib")
+        verdicts.enough_disk_space(disk("", "12"), "db1", "/var/lib")
 
 
 def test_a_host_that_did_not_answer_skips_its_verdict() -> None:
     with pytest.raises(preflight.Skip, match="db1 did not answer"):
-        preflight._disk({str(DONOR_BYTES): 1}, "db1", "/var/lib")
+        verdicts.enough_disk_space({str(DONOR_BYTES): 1}, "db1", "/var/lib")
 
 
 @pytest.mark.parametrize(("donor", "recipient", "problem"), [
@@ -72,7 +73,7 @@ def test_a_host_that_did_not_answer_skips_its_verdict() -> None:
 ])
 def test_incompatible_versions_are_refused(donor: str, recipient: str, problem: str) -> None:
     with pytest.raises(ResyncError, match=problem):
-        preflight._compatible(ServerVersion.parse(donor), ServerVersion.parse(recipient))
+        verdicts.versions_compatible(ServerVersion.parse(donor), ServerVersion.parse(recipient))
 
 
 @pytest.mark.parametrize(("donor", "recipient"), [
@@ -83,72 +84,72 @@ def test_incompatible_versions_are_refused(donor: str, recipient: str, problem: 
     ("mysql-8.4.3", "mysql-8.4.3"),
 ])
 def test_same_or_newer_recipient_is_accepted(donor: str, recipient: str) -> None:
-    assert preflight._compatible(ServerVersion.parse(donor),
-                                 ServerVersion.parse(recipient)) == f"{donor} -> {recipient}"
+    assert verdicts.versions_compatible(ServerVersion.parse(donor),
+                                        ServerVersion.parse(recipient)) == f"{donor} -> {recipient}"
 
 
 def test_the_replica_afterwards_must_not_be_older_than_its_primary() -> None:
     v = ServerVersion.parse
     with pytest.raises(ResyncError, match=r"afterwards db2 \(mysql-8.0.30\) replicates from db1 "
                                           r"\(mysql-8.0.36\), which is newer"):
-        preflight._replication_compatible("db1", v("mysql-8.0.36"), "db2", v("mysql-8.0.30"))
+        verdicts.replica_not_older("db1", v("mysql-8.0.36"), "db2", v("mysql-8.0.30"))
     with pytest.raises(ResyncError, match="older than its primary"):
-        preflight._replication_compatible("db1", v("mariadb-10.11.2"), "db2", v("mariadb-10.6.9"))
+        verdicts.replica_not_older("db1", v("mariadb-10.11.2"), "db2", v("mariadb-10.6.9"))
     with pytest.raises(ResyncError, match="different flavors"):
-        preflight._replication_compatible("db1", v("mariadb-10.11.2"), "db2", v("mysql-8.0.36"))
-    assert preflight._replication_compatible("db1", v("mariadb-10.11.5"), "db2",
-                                             v("mariadb-10.11.2")) == (
+        verdicts.replica_not_older("db1", v("mariadb-10.11.2"), "db2", v("mysql-8.0.36"))
+    assert verdicts.replica_not_older("db1", v("mariadb-10.11.5"), "db2",
+                                      v("mariadb-10.11.2")) == (
         "db1 (mariadb-10.11.5) -> db2 (mariadb-10.11.2)")
 
 
 def test_equal_server_ids_are_refused() -> None:
     with pytest.raises(ResyncError, match="same server_id 7"):
-        preflight._distinct(7, 7)
-    assert preflight._distinct(1, 2) == "1 / 2"
+        verdicts.distinct_server_ids(7, 7)
+    assert verdicts.distinct_server_ids(1, 2) == "1 / 2"
 
 
 def test_binlog_off_is_refused() -> None:
     with pytest.raises(ResyncError, match="binary logging is off"):
-        preflight._true(0, "binary logging is off")
+        verdicts.switched_on(0, "binary logging is off")
     with pytest.raises(ResyncError):
-        preflight._true("OFF", "off")
-    assert preflight._true(1, "unused") == "on"
-    assert preflight._true("ON", "unused") == "on"
+        verdicts.switched_on("OFF", "off")
+    assert verdicts.switched_on(1, "unused") == "on"
+    assert verdicts.switched_on("ON", "unused") == "on"
 
 
 def test_missing_tools_are_listed() -> None:
     key = str(preflight_value("db2", "missing_tools"))
     with pytest.raises(ResyncError, match=r"missing on db2: nc, openssl \(Debian: apt-get"):
-        preflight._tools({key: "nc\nopenssl"}, "db2", ("tar", "nc", "openssl"))
-    assert preflight._tools({key: ""}, "db2", ("tar", "nc")) == "tar, nc"
+        verdicts.tools_installed({key: "nc\nopenssl"}, "db2", ("tar", "nc", "openssl"))
+    assert verdicts.tools_installed({key: ""}, "db2", ("tar", "nc")) == "tar, nc"
 
 
 def test_a_taken_copy_port_is_named() -> None:
     key = str(preflight_value("db1", "port_listeners"))
     listener = "LISTEN 0 1 0.0.0.0:7878 0.0.0.0:*"
     with pytest.raises(ResyncError, match=f"something already listens on port 7878: {listener}"):
-        preflight._port_free({key: listener}, "db1", 7878)
-    assert preflight._port_free({key: "  \n"}, "db1", 7878) == "free"
+        verdicts.port_free({key: listener}, "db1", 7878)
+    assert verdicts.port_free({key: "  \n"}, "db1", 7878) == "free"
 
 
 def test_replication_user_must_exist_with_the_privilege() -> None:
     key = str(preflight_value("db2", "replication_users"))
     with pytest.raises(ResyncError, match="no user 'repl' with REPLICATION SLAVE on db2"):
-        preflight._replication_user({key: 0}, "db2", "repl")
+        verdicts.replication_user_exists({key: 0}, "db2", "repl")
     with pytest.raises(ResyncError, match="no user 'repl'"):
-        preflight._replication_user({key: None}, "db2", "repl")
-    assert "'repl' can log in to db2" in preflight._replication_user({key: 1}, "db2", "repl")
+        verdicts.replication_user_exists({key: None}, "db2", "repl")
+    assert "'repl' can log in to db2" in verdicts.replication_user_exists({key: 1}, "db2", "repl")
 
 
 def test_a_mount_point_datadir_is_refused() -> None:
     key = str(preflight_value("db1", "datadir_kind"))
     with pytest.raises(ResyncError, match="is a mount point"):
-        preflight._not_a_mount_point({key: "mount"}, "db1", "/var/lib/mysql")
-    assert "is a directory" in preflight._not_a_mount_point({key: "dir"}, "db1", "/var/lib/mysql")
+        verdicts.not_a_mount_point({key: "mount"}, "db1", "/var/lib/mysql")
+    assert "is a directory" in verdicts.not_a_mount_point({key: "dir"}, "db1", "/var/lib/mysql")
 
 
 def test_innodb_files_outside_the_datadir_are_refused() -> None:
-    from resync.steps.layout import innodb_dirs_inside
+    from resync.steps.preflight.layout import innodb_dirs_inside
 
     inside = {"innodb_data_home_dir": "", "innodb_log_group_home_dir": "./",
               "innodb_undo_directory": "/var/lib/mysql/"}
@@ -158,7 +159,7 @@ def test_innodb_files_outside_the_datadir_are_refused() -> None:
 
 
 def test_settings_baked_into_the_files_must_match() -> None:
-    from resync.steps.layout import settings_match
+    from resync.steps.preflight.layout import settings_match
 
     donor = {"innodb_page_size": "16384", "lower_case_table_names": "0",
              "innodb_data_file_path": "ibdata1:12M:autoextend"}
@@ -283,9 +284,9 @@ def test_the_errant_check_refuses_through_the_checks_verdict() -> None:
                 str(preflight_value("db2", "gtid_binlog_state")): "0-1-5",
                 str(preflight_value("db2", "gtid_slave_pos")): "",
                 str(preflight_value("db2", "gtid_current_pos")): "0-1-5"}
-    result = preflight._judge(check, captured, None)
+    result = check.result(captured, None)
     assert not result.ok and "0-2-1..0-2-3" in result.detail
-    missing = preflight._judge(check, {}, None)
+    missing = check.result({}, None)
     assert not missing.ok and missing.detail.startswith("not checked:")
 
 
@@ -319,7 +320,7 @@ def test_a_stopped_recipient_is_checked_from_its_binary_log() -> None:
 
 
 def test_surroundings_queries_follow_the_version() -> None:
-    from resync.steps.layout import global_variables_sql, tablespace_files_sql
+    from resync.steps.preflight.layout import global_variables_sql, tablespace_files_sql
 
     assert "FILENAME" in tablespace_files_sql("mariadb", (10, 11, 5))
     assert "INNODB_SYS_DATAFILES" in tablespace_files_sql("mariadb", (10, 5, 20))
@@ -340,7 +341,7 @@ def spaces(*rows: tuple[str, str]) -> str:
 
 
 def test_table_files_outside_the_datadir_are_refused() -> None:
-    from resync.steps.layout import files_inside
+    from resync.steps.preflight.layout import files_inside
 
     inside = spaces(("innodb_system", "./ibdata1"), ("app/orders", "./app/orders.ibd"),
                     ("mysql", "/var/lib/mysql/mysql.ibd"), ("innodb_undo_001", "/undo/undo_001"),
@@ -361,7 +362,7 @@ def test_table_files_outside_the_datadir_are_refused() -> None:
 
 
 def test_encryption_or_a_keyring_is_refused() -> None:
-    from resync.steps.layout import no_encryption
+    from resync.steps.preflight.layout import no_encryption
 
     off = json.dumps([["innodb_encrypt_tables", "OFF"], ["innodb_encrypt_log", "OFF"]])
     assert no_encryption("[]", off, "db1") == "no keyring or key management plugin; encryption off"
@@ -374,7 +375,7 @@ def test_encryption_or_a_keyring_is_refused() -> None:
 
 
 def test_logs_outside_the_datadir_are_named_not_refused() -> None:
-    from resync.steps.layout import logs_placement
+    from resync.steps.preflight.layout import logs_placement
 
     inside = logs_placement({"log_bin_basename": "/var/lib/mysql/mysql-bin",
                              "relay_log_basename": "/var/lib/mysql/relay-bin"}, "/var/lib/mysql", "db1")
@@ -394,7 +395,7 @@ def test_logs_outside_the_datadir_are_named_not_refused() -> None:
 
 
 def test_a_mysql_recipients_own_files_are_described() -> None:
-    from resync.steps.layout import own_files
+    from resync.steps.preflight.layout import own_files
 
     assert own_files("", (), "db1") == "no TLS keys or mysqld-auto.cnf in db1's datadir"
     text = own_files("ca.pem\nserver-key.pem\nmysqld-auto.cnf\n", ("./mysqld-auto.cnf",), "db1")

@@ -254,3 +254,33 @@ def test_differences_name_the_action_that_changed() -> None:
     # a step that is gone is named as such
     missing = differences(reviewed, [s for s in reviewed if s["key"] != "unlock:db1"])
     assert missing == ["step unlock:db1: in the reviewed plan, not in this run's"]
+
+
+# -- no reset on the server with the good data (issue 8): golden plans for MySQL ------------------
+MYSQL_CASES = {
+    # the seed scenario on MySQL 8.4 with GTIDs: db2 (good data) becomes the replica
+    "rebuild-old-primary-mysql84-gtid": ("rebuild-old-primary", "donor=mysql-8.4.3,recipient=mysql-8.4.3",
+                                         ("mode: auto", "mode: gtid")),
+    # MySQL 5.7, file/position
+    "rebuild-old-primary-mysql57-filepos": ("rebuild-old-primary",
+                                            "donor=mysql-5.7.44,recipient=mysql-5.7.44",
+                                            ("mode: auto", "mode: file_pos")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MYSQL_CASES))
+def test_golden_mysql_plans_never_reset_the_good_server(case: str) -> None:
+    name, versions, edit = MYSQL_CASES[case]
+    plan = make_plan(name, versions, edit)
+    golden = GOLDEN / f"{case}.md"
+    actual = render_markdown(plan)
+    if UPDATE:
+        golden.write_text(actual, encoding="utf-8")
+    assert actual == golden.read_text(encoding="utf-8"), f"{case}: regenerate and review"
+    donor = plan.loaded.model.donor
+    resets = [(v.key, a.host, a.text) for v in step_views(plan) for a in flat(v.actions)
+              if "RESET" in a.text and ("MASTER" in a.text or "BINARY LOGS" in a.text)]
+    assert resets and all(host != donor for _, host, _ in resets), resets
+    purged = [(a.host, a.text) for v in step_views(plan) for a in flat(v.actions)
+              if "gtid_purged" in a.text]
+    assert all(host != donor for host, _ in purged), purged

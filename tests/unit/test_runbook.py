@@ -281,10 +281,10 @@ def test_missing_nested_required_field(tmp_path: Path) -> None:
 
 
 def test_missing_service_command(tmp_path: Path) -> None:
-    text = edit(example(), "service: {start: systemctl start mariadb, stop: systemctl stop mariadb}",
-                "service: {start: systemctl start mariadb}")
+    text = edit(example(), "service: {start: systemctl start mariadb, stop: systemctl stop mariadb,",
+                "service: {start: systemctl start mariadb,")
     path, err = load_error(tmp_path, text)
-    assert_names(err, path, line_no(text, "service: {start: systemctl start mariadb}"),
+    assert_names(err, path, line_no(text, "service: {start: systemctl start mariadb,"),
                  "hosts.db2.service.stop")
     assert "required field is missing" in str(err)
 
