@@ -9,7 +9,7 @@ SUDO=""
 
 PACKAGES=(mariadb-server mariadb-client mariadb-backup openssh-server haproxy netcat-openbsd
           socat pv sysbench openssl iproute2 tar python3-venv zstd lz4 procps util-linux
-          openssh-client)
+          openssh-client nginx-light)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

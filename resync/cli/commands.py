@@ -257,9 +257,27 @@ def verify(runbook: str) -> None:
 @click.option("--size-mb", default=300, show_default=True, help="approximate data to load")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False),
               help="where the sandbox lives (default: a temporary directory, removed at the end)")
+@click.option("--with-web", is_flag=True,
+              help="put HAProxy with a maintenance page in front of a tiny local web app, and "
+                   "watch the page go on and off around the resync (needs haproxy and socat)")
 @_guard
-def demo(yes: bool, size_mb: int, workdir: str | None) -> None:
+def demo(yes: bool, size_mb: int, workdir: str | None, with_web: bool) -> None:
     """A local MariaDB pair, broken and resynced before your eyes (needs root)."""
     from resync.testing.demo import run_demo
 
-    run_demo(_console(), yes=yes, size_mb=size_mb, workdir=Path(workdir) if workdir else None)
+    run_demo(_console(), yes=yes, size_mb=size_mb, workdir=Path(workdir) if workdir else None,
+             with_web=with_web)
+
+
+def _register_groups() -> None:
+    # their modules import click only: the commands load what they need when they run
+    from resync.cli.lb import lb
+    from resync.cli.lb_haproxy import haproxy_config
+    from resync.cli.maintenance import maintenance
+
+    main.add_command(maintenance)
+    lb.add_command(haproxy_config)
+    main.add_command(lb)
+
+
+_register_groups()

@@ -24,6 +24,10 @@ class StepKind(StrEnum):
     UNLOCK = "unlock"
     MAKE_WRITABLE = "make-writable"
     VERIFY = "verify-data"
+    LB_DRAIN = "lb-drain"
+    LB_RESTORE = "lb-restore"
+    MAINTENANCE_ON = "maintenance-on"
+    MAINTENANCE_OFF = "maintenance-off"
 
 
 @dataclass(frozen=True)

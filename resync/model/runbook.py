@@ -3,57 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapValidator,
+    model_validator,
+)
 
+from resync.model.base import HostAddress, Identifier
+from resync.model.base import Strict as _Strict
 from resync.model.errors import RunbookError
+from resync.model.lb import MemberEntry, error_message, member_loc
+from resync.model.maintenance import MaintenanceSettings, _with_host_names
 from resync.model.secrets import Secret, secret_from_env
-
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
-
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # RFC 1123: 1-63 chars, no edge '-'
-
-
-def _hostname_or_ip(value: str) -> str:
-    """An IPv4/IPv6 address or an RFC 1123 hostname. Addresses end up in shell commands (nc, socat,
-    ssh targets) and SQL (CHANGE MASTER TO), so anything else (spaces, `;`, `$(...)`) is refused here
-    rather than quoted everywhere."""
-    try:
-        ipaddress.ip_address(value)
-        return value
-    except ValueError:
-        pass
-    name = value.removesuffix(".")  # a fully qualified name may end with the root's dot
-    labels = name.split(".")
-    # an all-digit last label is a mistyped IP address (10.0.0.256), never a real top-level domain
-    if 1 <= len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels) \
-            and not labels[-1].isdigit():
-        return value
-    raise ValueError(f"{value!r} is neither an IP address nor a hostname (letters, digits and '-' in "
-                     "dot-separated labels of at most 63 characters, 253 in all)")
-
-
-HostAddress = Annotated[str, AfterValidator(_hostname_or_ip)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_literal_password(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError(
-                "a literal 'password' is not allowed in a runbook: name an environment "
-                "variable with 'password_env' (or use a defaults_file)"
-            )
-        return data
 
 
 class SSHSettings(_Strict):
@@ -107,7 +75,11 @@ class HostSettings(_Strict):
     mysql: MySQLSettings = MySQLSettings()
     datadir: str = "/var/lib/mysql"
     owner: str = "mysql:mysql"  # user:group the datadir must belong to
-    service: ServiceSettings
+    # required for the donor and the recipient; a web or load-balancer host has none
+    service: ServiceSettings | None = None
+    # load-balancer memberships (lb.yaml member entries): drained before its server stops,
+    # restored once the data is verified
+    lb: tuple[MemberEntry, ...] = ()
 
     @model_validator(mode="after")
     def _local_or_ssh(self) -> HostSettings:
@@ -120,6 +92,13 @@ class HostSettings(_Strict):
     @property
     def mysql_host(self) -> str:
         return self.mysql.host or self.address
+
+    @property
+    def db_service(self) -> ServiceSettings:
+        """The service commands of a database host (the cross-checks made sure it has them)."""
+        if self.service is None:
+            raise RunbookError("", [f"host {self.address} has no service: section"])
+        return self.service
 
 
 class ReplicationSettings(_Strict):
@@ -179,6 +158,8 @@ class Runbook(_Strict):
     replication: ReplicationSettings
     copy_: CopySettings = Field(default=CopySettings(), alias="copy")
     locks: LockSettings = LockSettings()
+    # validated knowing the host names above (`on`, `hosts`, `probe.from` must be among them)
+    maintenance: Annotated[MaintenanceSettings | None, WrapValidator(_with_host_names)] = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -247,6 +228,11 @@ def _cross_checks(rb: Runbook) -> list[tuple[tuple[str | int, ...], str]]:
         value = getattr(rb, role)
         if value not in rb.hosts:
             problems.append(((role,), f"'{value}' is not one of the hosts ({', '.join(names)})"))
+    for role in ("donor", "recipient"):
+        name = getattr(rb, role)
+        if name in rb.hosts and rb.hosts[name].service is None:
+            problems.append((("hosts", name, "service"), f"the {role} needs service: "
+                             "{start: ..., stop: ...} (the commands that start and stop MySQL)"))
     if rb.donor == rb.recipient:
         problems.append((("recipient",), "donor and recipient are the same host"))
     elif rb.primary_after not in (rb.donor, rb.recipient):
@@ -287,14 +273,11 @@ def parse_runbook(text: str, path: Path) -> LoadedRunbook:
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            loc = tuple("copy" if p == "copy_" else p for p in loc)
+            loc = tuple("copy" if p == "copy_" else p for p in member_loc(loc))
             msg = err["msg"].removeprefix("Value error, ")
             if "literal 'password'" in msg:
                 loc = (*loc, "password")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            elif err["type"] == "missing":
-                msg = "required field is missing"
+            msg = error_message(err) if "literal 'password'" not in msg else msg
             problems.append(f"{loaded.where(*loc)}: {msg}")
         raise RunbookError(filename, problems) from None
     problems = [f"{loaded.where(*loc)}: {msg}" for loc, msg in _cross_checks(model)]

@@ -29,7 +29,9 @@ from resync.steps.copy.commands import CONNECTORS, LISTENERS, CopySpec, excludes
 from resync.steps.copy.pipeline import CopyDatadir
 from resync.steps.datadir import MoveDatadirAside, old_datadir_path
 from resync.steps.direction import errant_recheck
+from resync.steps.lb import DrainMemberships, RestoreMemberships
 from resync.steps.locking import ReadLockAndCapture, Unlock
+from resync.steps.maintenance import MaintenanceOff, MaintenanceOn
 from resync.steps.preflight import Preflight
 from resync.steps.replication import (
     PointReplica,
@@ -196,6 +198,12 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     steps: list[Step] = [Preflight(loaded, spec, facts.down, facts.versions,
                                    discard_errant=facts.discard_errant,
                                    gtid_enabled=facts.gtid_enabled)]
+    page = rb.maintenance
+    if page is not None:  # the first change of the run; its undo ends a rollback
+        steps.append(MaintenanceOn(page))
+    # members leave their load balancers before any lock or stop: a drain can take minutes
+    members = [h for h in (donor, recipient) if rb.hosts[h].lb]
+    steps += [DrainMemberships(h, rb.hosts[h]) for h in members]
     # the point of no return: once the recipient is stopped (it cannot change any more) and
     # before the donor stops (refused, the donor is released and serves again), the recipient is
     # checked again for transactions the donor lacks
@@ -203,7 +211,7 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
                              down=facts.down, gtid_enabled=facts.gtid_enabled)
     # a donor found stopped when its lock must be taken again (a run killed while stopping it)
     # is started read-only first: locked and captured again, it is then stopped again
-    restart_donor = start_read_only(donor, d_host.service, dialects[donor])
+    restart_donor = start_read_only(donor, d_host.db_service, dialects[donor])
     if rebuild_primary:
         steps.append(StopReplication(donor, dialects[donor], "donor, replica of the old primary",
                                      user=rb.replication.user,
@@ -218,14 +226,14 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
                                         recapture=True, start_if_down=restart_donor)
     steps += [
         donor_lock,
-        StopService(recipient, r_host.service, r_host.datadir, "recipient"),
-        StopService(donor, d_host.service, d_host.datadir, "donor",
+        StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
+        StopService(donor, d_host.db_service, d_host.datadir, "donor",
                     requires=(LockAlive(donor, donor_lock.session), *recheck)),
         MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
         CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
                     listen_timeout=rb.copy_.listen_timeout),
-        StartService(recipient, r_host.service, r_host.datadir, "recipient", dialects[recipient]),
-        StartService(donor, d_host.service, d_host.datadir, "donor", dialects[donor]),
+        StartService(recipient, r_host.db_service, r_host.datadir, "recipient", dialects[recipient]),
+        StartService(donor, d_host.db_service, d_host.datadir, "donor", dialects[donor]),
     ]
     lock_needed: tuple[Action, ...] = ()
     if rebuild_primary:
@@ -248,4 +256,7 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         steps.append(Unlock(primary, lock.session))
     steps += [MakeWritable(primary, replica, dialects[primary], dialects[replica]),
               VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout)]
+    steps += [RestoreMemberships(h, rb.hosts[h]) for h in members]
+    if page is not None:  # the last step: the application is served again
+        steps.append(MaintenanceOff(page))
     return Plan(loaded, facts, mode, tuple(steps))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from resync.model.maintenance import CONTROLLER
 from resync.model.runbook import HostSettings, LoadedRunbook, SSHSettings
 from resync.transport.local import Host, LocalHost
 from resync.transport.mysql import ConnectionSpec
@@ -39,7 +40,9 @@ def ssh_target(settings: SSHSettings | None) -> SSHTarget:
 
 def make_host(loaded: LoadedRunbook, name: str) -> Host:
     """Host `name` of the runbook: this machine for `local: true`, else over SSH (not yet connected:
-    the connection opens with the first command)."""
+    the connection opens with the first command). CONTROLLER is this machine too."""
+    if name == CONTROLLER:
+        return LocalHost(name)
     settings = loaded.model.hosts[name]
     if settings.local:
         return LocalHost(name)

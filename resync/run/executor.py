@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resync.actions.conditions import ProbeAnswer
+from resync.actions.external import External, HttpAnswer, Outcome
 from resync.actions.types import (
     Action,
     Assert,
@@ -67,6 +68,15 @@ def _plain(value: object) -> Value:
     return int(text) if text.isdigit() and len(text) < 19 else text
 
 
+def default_aws_client(service: str) -> Any:
+    """boto3's own chain: credentials, region, AWS_ENDPOINT_URL[_<SERVICE>]; standard retries
+    (throttling backs off); imported here so that nothing else pays for boto3."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(service, config=Config(retries={"mode": "standard", "max_attempts": 8}))  # type: ignore[call-overload]
+
+
 @dataclass
 class Executor:
     journal: Journal
@@ -77,12 +87,15 @@ class Executor:
     secrets: list[Secret] = field(default_factory=list)
     clock: Clock = field(default_factory=SystemClock)
     progress: ProgressFn = _no_progress
+    # AWS clients by service name, made on first use (boto3 is imported only then)
+    aws_factory: Callable[[str], Any] | None = None
     step: str = "-"
     phase: str = "run"
     attempt: int = 1
     _hosts: dict[str, Host] = field(default_factory=dict)
     _sessions: dict[str, Session] = field(default_factory=dict)
     _held: dict[str, Session] = field(default_factory=dict)
+    _aws: dict[str, Any] = field(default_factory=dict)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     @property
@@ -94,6 +107,12 @@ class Executor:
 
     def begin(self, step: str, *, phase: str = "run", attempt: int = 1) -> None:
         self.step, self.phase, self.attempt = step, phase, attempt
+
+    def aws_client(self, service: str) -> Any:
+        if service not in self._aws:
+            factory = self.aws_factory or default_aws_client
+            self._aws[service] = factory(service)
+        return self._aws[service]
 
     def holds(self, session: str) -> bool:
         held = self._held.get(session)
@@ -177,7 +196,26 @@ class Executor:
             return self._release(action, aid)
         if isinstance(action, Assert):
             return self._assert(action, aid)
+        if isinstance(action, External):
+            return self._external(action, aid)
         raise ResyncError(f"the executor cannot run {type(action).__name__}")
+
+    def _external(self, action: External, aid: str) -> Outcome:
+        text = action.render(self.captured)
+        started = time.monotonic()
+        try:
+            outcome = action.perform(ExternalRun(self))
+        except ResyncError as exc:
+            self._record(aid, action, text, False, started, detail=str(exc))
+            raise
+        kept = {str(k): v for k, v in outcome.values.items()}
+        for name, value in kept.items():
+            self.capture(name, value)
+        self._record(aid, action, text, outcome.ok, started, detail=outcome.detail,
+                     result=json.dumps(kept) if kept else None)
+        if not outcome.ok:
+            raise ResyncError(outcome.error or f"[{action.host}] {text}: {outcome.detail}")
+        return outcome
 
     def _sql(self, action: Sql, aid: str, session: Session | None = None,
              kind: str | None = None) -> list[dict[str, Any]]:
@@ -379,6 +417,49 @@ class Executor:
             self.run(action.then, f"{aid}.then.")
         else:
             self.run(action.otherwise, f"{aid}.else.")
+
+
+class ExternalRun:
+    """What an External leaf may use (resync.actions.external.ExternalContext)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    @property
+    def captured(self) -> Captured:
+        return self.executor.captured
+
+    @property
+    def clock(self) -> Clock:
+        return self.executor.clock
+
+    def aws(self, service: str) -> Any:
+        return self.executor.aws_client(service)
+
+    def http_get(self, url: str, timeout: float) -> HttpAnswer:
+        return http_get(url, timeout)
+
+    def shell(self, host: str, command: str, *, privileged: bool = False,
+              timeout: float | None = None) -> CommandResult:
+        return self.executor._host(host).run(command, privileged=privileged, timeout=timeout,
+                                             check=False)
+
+    def progress(self, done: int, total: int | None, label: str) -> None:
+        self.executor.progress(done, total, label)
+
+
+def http_get(url: str, timeout: float) -> HttpAnswer:
+    """One GET from the controller; any status is an answer, no answer is status None."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return HttpAnswer(response.status, response.read(65536).decode(errors="replace"))
+    except urllib.error.HTTPError as exc:
+        return HttpAnswer(exc.code, exc.read(65536).decode(errors="replace"))
+    except (urllib.error.URLError, OSError) as exc:
+        return HttpAnswer(None, "", str(getattr(exc, "reason", exc)))
 
 
 class CompositeRun:

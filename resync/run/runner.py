@@ -164,6 +164,10 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
         exc.hint = (f"the state is in the journal {journal.path}: fix the cause, then "
                     f"`resync resume {journal.path}`, or undo with `resync rollback {journal.path}`"
                     " (the recipient's old datadir is kept either way)")
+        page_on = plan.step(StepKind.MAINTENANCE_ON)
+        if page_on is not None and journal.step(page_on.key).state is StepState.DONE:
+            exc.hint += ("; the maintenance page STAYS ON: the rollback takes it down, or "
+                         f"`resync maintenance off {plan.loaded.path}`")
         raise
     finally:
         summary(console, journal)

@@ -3,6 +3,10 @@
 The story is the seed's: db1 is the primary, db2 its replica. db1 crashes and its tables are
 damaged; the application fails over to db2 and keeps writing. resync rebuilds db1 from db2,
 makes db1 the primary again and points db2 at it — with the same code path as `resync run`.
+
+With `--with-web`, a real HAProxy serves a tiny web application on 127.0.0.1: the runbook gets a
+`maintenance:` section (an HAProxy map entry toggled over the admin socket), and a thread GETs
+the site once a second during the run, so that the page is seen going on and off around it.
 """
 
 from __future__ import annotations
@@ -10,19 +14,37 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from resync.cli.render import render_text
+from resync.model.keys import StepId, StepKind
 from resync.model.runbook import load_runbook
+from resync.run.journal import Journal
 from resync.run.runner import detected_plan, start_run
 from resync.run.waiting import wait_until
 from resync.testing.sandbox import REPL_PASSWORD_ENV, REPL_USER, Sandbox
+from resync.testing.web import (
+    MARKER,
+    HAProxy,
+    WebTierError,
+    get,
+    install_hint,
+    missing_tools,
+    running_app,
+    running_haproxy,
+    web_root,
+)
 
 ROWS_PER_MB = 5000  # measured: 2.97M rows of shop.orders copied as 592 MB
 COPY_PORT = 17878
@@ -73,19 +95,35 @@ def _counts(sandbox: Sandbox) -> Table:
     return table
 
 
-def _write_runbook(sandbox: Sandbox, where: Path) -> Path:
-    doc = {
+def _write_runbook(sandbox: Sandbox, where: Path, lb: HAProxy | None = None) -> Path:
+    doc: dict[str, Any] = {
         "version": 1, "name": "demo-rebuild-db1-from-db2", "hosts": sandbox.runbook_hosts(),
         "donor": "db2", "recipient": "db1", "primary_after": "db1",
         "replication": {"user": REPL_USER, "password_env": REPL_PASSWORD_ENV, "mode": "auto"},
         "copy": {"method": "stream", "port": COPY_PORT},
     }
+    if lb is not None:  # on this machine (no `on:`): the map entry over HAProxy's admin socket
+        page = lb.url(lb.page_port)
+        doc["maintenance"] = {
+            "kind": "haproxy_map", "socket": str(lb.socket), "map": str(lb.map), "key": "maint",
+            "probe": {"url": page, "expect_status": 503, "expect_text": MARKER,
+                      "health_url": lb.url(lb.page_port, "/health")}}
     path = where / "runbook.yaml"
     path.write_text("# written by `resync demo`: the sandbox pair it started\n" + yaml.safe_dump(doc))
     return path
 
 
-def run_demo(console: Console, *, yes: bool, size_mb: int, workdir: Path | None) -> None:
+def run_demo(console: Console, *, yes: bool, size_mb: int, workdir: Path | None,
+             with_web: bool = False) -> None:
+    if with_web and (missing := missing_tools("haproxy", "socat")):
+        raise WebTierError(f"--with-web needs HAProxy: {install_hint(missing)}")
+    with ExitStack() as stack:
+        lb = stack.enter_context(_web_tier(console)) if with_web else None
+        _run_demo(console, yes=yes, size_mb=size_mb, workdir=workdir, lb=lb)
+
+
+def _run_demo(console: Console, *, yes: bool, size_mb: int, workdir: Path | None,
+              lb: HAProxy | None) -> None:
     started = time.monotonic()
     keep = Path(f"resync-demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}").absolute()
     keep.mkdir(parents=True)
@@ -117,14 +155,19 @@ def run_demo(console: Console, *, yes: bool, size_mb: int, workdir: Path | None)
         sandbox["db1"].sql("FLUSH LOCAL TABLES shop.audit_log;")  # LOCAL: not an errant GTID
         console.print(_counts(sandbox))
 
-        runbook = _write_runbook(sandbox, keep)
+        runbook = _write_runbook(sandbox, keep, lb)
         loaded = load_runbook(runbook)
         console.print(Panel(f"runbook: {runbook}\nthe plan (what `resync plan` prints):",
                             title="resync", border_style="blue"))
         plan = detected_plan(loaded)
         render_text(plan, console)
 
-        journal = start_run(loaded, console, yes=yes, journal_path=keep / "journal.json", plan=plan)
+        watch = SiteWatch(console, lb.url(lb.page_port), every_second=yes) if lb else None
+        with watch or nullcontext():
+            journal = start_run(loaded, console, yes=yes, journal_path=keep / "journal.json",
+                                plan=plan)
+        if watch is not None:
+            watch.report(journal)
 
         sandbox["db1"].sql("INSERT INTO shop.orders VALUES (2000000002, 7, 'new', 5.00, NOW(), "
                            "'written on db1 after the resync');")
@@ -148,3 +191,74 @@ def _caught_up(sandbox: Sandbox) -> bool:
     primary = sandbox["db1"].query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
     replica = sandbox["db2"].query("SELECT @@GLOBAL.gtid_slave_pos AS p")[0]["p"]
     return bool(primary == replica)
+
+
+@contextmanager
+def _web_tier(console: Console) -> Iterator[HAProxy]:
+    """The tiny application behind HAProxy's `page` frontend, both stopped on the way out."""
+    with ExitStack() as stack:
+        with console.status("starting a tiny web application behind HAProxy"):
+            root = stack.enter_context(web_root())
+            app = stack.enter_context(running_app())
+            lb = stack.enter_context(running_haproxy(root, app))
+        console.print(f"[green]✓[/green] web: HAProxy on {lb.url(lb.page_port)} in front of the "
+                      f"application on {app.url}; the maintenance page is on while the map "
+                      f"{lb.map} holds the key maint (admin socket {lb.socket})")
+        yield lb
+
+
+class SiteWatch:
+    """GETs the site once a second from a thread and prints what it answers, one line a second
+    (with `every_second` false, only when the answer changes: the operator is being asked)."""
+
+    def __init__(self, console: Console, url: str, *, every_second: bool) -> None:
+        self.console, self.url, self.every_second = console, url, every_second
+        self.samples: list[tuple[float, int | None, bool]] = []  # (when, status, page seen)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="resync-demo-web", daemon=True)
+
+    def __enter__(self) -> SiteWatch:
+        if not self.every_second:
+            self.console.print(f"web: {self.url} is watched; a line when its answer changes")
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:  # one more answer, asked after the run: the site as the run left it
+            ended, deadline = time.monotonic(), time.monotonic() + 5
+            while (self._thread.is_alive() and time.monotonic() < deadline
+                   and not any(when >= ended for when, _, _ in self.samples)):
+                time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        due, last = time.monotonic(), ""
+        while not self._stop.is_set():
+            when = time.monotonic()
+            status, body = get(self.url, timeout=0.9)
+            page = status == 503 and MARKER in body
+            self.samples.append((when, status, page))
+            line = f"web: {status or 'no answer'}{' maintenance' if page else ''}"
+            if self.every_second or line != last:
+                style = "green" if status == 200 else "yellow" if page else "red"
+                self.console.print(Text(line, style=style))
+            last, due = line, due + 1.0
+            self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def report(self, journal: Journal) -> None:
+        """Seconds the page was on (from the journal, and as seen), and the site's answer now."""
+        seen = sum(1 for _, _, page in self.samples if page)
+        on, off = journal.step(str(StepId(StepKind.MAINTENANCE_ON))), journal.step(
+            str(StepId(StepKind.MAINTENANCE_OFF)))
+        took = (f"{off.finished_at - on.finished_at:.1f} s" if on.finished_at and off.finished_at
+                else "?")
+        self.console.print(f"web: the maintenance page was on for {took} (from the end of step "
+                           f"maintenance-on to the end of maintenance-off), seen in {seen} of "
+                           f"{len(self.samples)} GETs (one a second)")
+        status, body = get(self.url)
+        if status == 200:
+            self.console.print(f"[green]✓[/green] web: {self.url} answers 200 again: "
+                               f"{body.strip()!r}")
+        else:
+            self.console.print(f"[bold red]web: {self.url} answers {status or 'nothing'}[/]")

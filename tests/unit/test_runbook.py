@@ -381,3 +381,15 @@ def test_mysql_host_is_validated_like_the_address(tmp_path: Path) -> None:
     text = edit(example(), "      port: 3306                    # host defaults",
                 "      host: 192.0.2.11\n      port: 3306                    # host defaults")
     assert load_runbook(write(tmp_path, text)).model.hosts["db1"].mysql_host == "192.0.2.11"
+
+
+def test_the_donor_needs_service_commands_a_web_host_does_not(tmp_path: Path) -> None:
+    text = example()
+    start = text.index("    service: {start: systemctl start mariadb, stop: systemctl stop mariadb,")
+    end = text.index("}", start) + 1
+    no_service = text[:start] + text[end + 1:]
+    path, err = load_error(tmp_path, no_service)
+    assert f"{path}:" in str(err) and "hosts.db2.service: the donor needs service:" in str(err)
+    web = text.replace("hosts:\n", "hosts:\n  web1: {address: web1.example.internal}\n", 1)
+    (tmp_path / "web.yaml").write_text(web)
+    assert load_runbook(tmp_path / "web.yaml").model.hosts["web1"].service is None
