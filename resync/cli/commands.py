@@ -123,21 +123,15 @@ def check(runbook: str) -> None:
 
     from resync.model.errors import GateRefused, PreflightFailed
     from resync.model.keys import StepKind
-    from resync.run.runner import detected_plan, scratch_executor
+    from resync.run.runner import detected_plan, run_scratch
     from resync.steps.preflight import results_of
 
     loaded = _load(runbook, secrets=True)
     preflight = detected_plan(loaded).step(StepKind.PREFLIGHT)
     assert preflight is not None
-    exe = scratch_executor(loaded)
-    try:
-        exe.begin(preflight.key)
-        exe.run(preflight.plan())
-    except PreflightFailed:
-        pass  # the table below shows every result
-    finally:
-        exe.close()
-    results = results_of(exe.captured)
+    # PreflightFailed is not the end here: the table below shows every result
+    captured, _ = run_scratch(loaded, preflight.key, preflight.plan(), stopped_by=PreflightFailed)
+    results = results_of(captured)
     table = Table(title=f"preflight: {loaded.model.name}")
     for col in ("check", "result", "detail"):
         table.add_column(col)
@@ -226,26 +220,16 @@ def status(runbook: str) -> None:
 def verify(runbook: str) -> None:
     """Compare CHECKSUM TABLE of every user table on primary and replica at a synced point."""
     from resync.cli.ui import checksum_table
-    from resync.model.errors import ResyncError
-    from resync.run.runner import detected_plan, scratch_executor
+    from resync.run.runner import detected_plan, run_scratch
     from resync.steps.verify import checksum_rows, compare_actions
 
     loaded = _load(runbook, secrets=True)
     the_plan = detected_plan(loaded)
     rb = loaded.model
-    exe = scratch_executor(loaded)
-    failure: ResyncError | None = None
-    try:
-        exe.begin("verify")
-        exe.run(compare_actions(rb.primary_after, rb.replica_after,
-                                the_plan.dialect(rb.primary_after),
-                                the_plan.dialect(rb.replica_after), the_plan.mode,
-                                rb.locks.lock_wait_timeout))
-    except ResyncError as exc:
-        failure = exc
-    finally:
-        exe.close()
-    rows = checksum_rows(exe.captured)
+    captured, failure = run_scratch(loaded, "verify", compare_actions(
+        rb.primary_after, rb.replica_after, the_plan.dialect(rb.primary_after),
+        the_plan.dialect(rb.replica_after), the_plan.mode, rb.locks.lock_wait_timeout))
+    rows = checksum_rows(captured)
     if rows:
         _console().print(checksum_table(f"{rb.primary_after} vs {rb.replica_after}", rows))
     if failure is not None:

@@ -11,6 +11,7 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     TaskID,
+    TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -65,13 +66,16 @@ class TerminalUI:
 
     def progress(self, done: int, total: int | None, label: str) -> None:
         if self._progress is None:
+            # the copy counts bytes; waits (a drain, a TTL) count seconds
+            columns = ((DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+                       if label == "copy" else
+                       (TextColumn("{task.completed:.0f}/{task.total:.0f} s"),))
             self._progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                      DownloadColumn(), TransferSpeedColumn(),
-                                      TimeRemainingColumn(), console=self.console)
+                                      *columns, console=self.console)
             self._progress.start()
             self._task = self._progress.add_task(label, total=total)
         assert self._task is not None
-        self._progress.update(self._task, completed=done, total=total)
+        self._progress.update(self._task, completed=done, total=total, description=label)
 
     def _stop_progress(self) -> None:
         if self._progress is not None:

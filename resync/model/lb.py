@@ -1,8 +1,7 @@
 """lb.yaml (v1): who this instance is and which load balancers it belongs to.
 
 The member entries are the same under a runbook host's `lb:` list (`MemberEntry`). Errors name
-file, line and field, like the runbook's. This module imports nothing of the runbook at import
-time (the runbook imports `MemberEntry` from here); the YAML line mapping is borrowed lazily.
+file, line and field, like the runbook's (both are read by `resync.model.yamlfile`).
 """
 
 from __future__ import annotations
@@ -14,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from resync.model.errors import BadInputError
+from resync.model.yamlfile import Lines, Loc, Located, parse_yaml_model, read_text
 
 INSTANCE_ID = "{instance_id}"
 MEMBER_KINDS = ("elb", "target_group", "route53", "haproxy")
@@ -187,58 +186,27 @@ def error_message(err: Any) -> str:
 
 
 @dataclass(frozen=True)
-class LoadedLbConfig:
+class LoadedLbConfig(Located):
     path: Path
     model: LbConfig
-    lines: dict[tuple[str | int, ...], int]
+    lines: Lines
 
-    def where(self, *loc: str | int) -> str:
-        field = ".".join(str(p) for p in loc)
-        while loc and loc not in self.lines:
-            loc = loc[:-1]
-        line = self.lines.get(loc)
-        return f"{self.path}:{line}: {field}" if line else f"{self.path}: {field}"
+
+def _problem(err: ErrorDetails, errors: list[ErrorDetails]) -> tuple[Loc, str] | None:
+    loc = tuple("self" if p == "self_" else p for p in member_loc(err["loc"]))
+    if err["type"] == "too_short" and loc == ("members",) and any(
+            len(e["loc"]) > 1 and e["loc"][0] == "members" for e in errors):
+        return None  # the members' own errors say why none was valid
+    return loc, error_message(err)
 
 
 def parse_lb_config(text: str, path: Path) -> LoadedLbConfig:
-    from resync.model.runbook import _line_map  # lazily: the runbook imports this module
-
-    name = str(path)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise LbConfigError(name, [f"{name}{line}: not valid YAML: "
-                                   f"{getattr(exc, 'problem', exc)}"]) from None
-    if node is None or not isinstance(data, dict):
-        raise LbConfigError(name, [f"{name}: lb.yaml is a YAML mapping (version, self, aws, "
-                                   "members)"])
-    lines: dict[tuple[str | int, ...], int] = {}
-    problems: list[str] = []
-    _line_map(node, (), lines, problems, name)
-    loaded = LoadedLbConfig(path, LbConfig.model_construct(), lines)
-    if problems:
-        raise LbConfigError(name, problems)
-    try:
-        model = LbConfig.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        for err in errors:
-            loc = tuple("self" if p == "self_" else p for p in member_loc(err["loc"]))
-            if err["type"] == "too_short" and loc == ("members",) and any(
-                    len(e["loc"]) > 1 and e["loc"][0] == "members" for e in errors):
-                continue  # the members' own errors say why none was valid
-            problems.append(f"{loaded.where(*loc)}: {error_message(err)}")
-        raise LbConfigError(name, problems or [f"{name}: {exc}"]) from None
+    model, lines = parse_yaml_model(
+        text, path, LbConfig, error=LbConfigError, problem=_problem,
+        not_a_mapping="lb.yaml is a YAML mapping (version, self, aws, members)")
     return LoadedLbConfig(path, model, lines)
 
 
 def load_lb_config(path: str | Path) -> LoadedLbConfig:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LbConfigError(str(p), [f"{p}: cannot read: {exc.strerror}"]) from None
-    return parse_lb_config(text, p)
+    return parse_lb_config(read_text(p, LbConfigError), p)

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     ConfigDict,
     Field,
-    ValidationError,
     WrapValidator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from resync.model.base import HostAddress, Identifier
 from resync.model.base import Strict as _Strict
@@ -22,6 +21,7 @@ from resync.model.errors import RunbookError
 from resync.model.lb import MemberEntry, error_message, member_loc
 from resync.model.maintenance import MaintenanceSettings, _with_host_names
 from resync.model.secrets import Secret, secret_from_env
+from resync.model.yamlfile import Lines, Loc, Located, parse_yaml_model, read_text, where
 
 
 class SSHSettings(_Strict):
@@ -172,25 +172,13 @@ class Runbook(_Strict):
 
 
 @dataclass(frozen=True)
-class LoadedRunbook:
+class LoadedRunbook(Located):
     """A validated runbook with where it came from (for errors, hashing and resume checks)."""
 
     path: Path
     model: Runbook
     sha256: str
-    lines: dict[tuple[str | int, ...], int]
-
-    def line_of(self, *loc: str | int) -> int | None:
-        while loc:
-            if loc in self.lines:
-                return self.lines[loc]
-            loc = loc[:-1]
-        return self.lines.get(())
-
-    def where(self, *loc: str | int) -> str:
-        line = self.line_of(*loc)
-        field = ".".join(str(p) for p in loc)
-        return f"{self.path}:{line}: {field}" if line else f"{self.path}: {field}"
+    lines: Lines
 
     def secret(self, env_var: str, *loc: str | int) -> Secret:
         """Resolve a password_env at run time; a missing variable is a runbook error (exit 2)."""
@@ -203,26 +191,8 @@ class LoadedRunbook:
         return value
 
 
-def _line_map(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int],
-              problems: list[str], filename: str) -> None:
-    out.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen:
-                problems.append(f"{filename}:{key_node.start_mark.line + 1}: "
-                                f"{'.'.join(map(str, (*path, key)))}: duplicate key")
-            seen.add(key)
-            out[(*path, key)] = key_node.start_mark.line + 1
-            _line_map(value_node, (*path, key), out, problems, filename)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, (*path, i), out, problems, filename)
-
-
-def _cross_checks(rb: Runbook) -> list[tuple[tuple[str | int, ...], str]]:
-    problems: list[tuple[tuple[str | int, ...], str]] = []
+def _cross_checks(rb: Runbook) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
     names = sorted(rb.hosts)
     for role in ("donor", "recipient", "primary_after"):
         value = getattr(rb, role)
@@ -249,47 +219,25 @@ def _cross_checks(rb: Runbook) -> list[tuple[tuple[str | int, ...], str]]:
     return problems
 
 
+def _problem(err: ErrorDetails, errors: list[ErrorDetails]) -> tuple[Loc, str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple("copy" if p == "copy_" else p for p in member_loc(loc))
+    msg = err["msg"].removeprefix("Value error, ")
+    if "literal 'password'" in msg:
+        return (*loc, "password"), msg
+    return loc, error_message(err)
+
+
 def parse_runbook(text: str, path: Path) -> LoadedRunbook:
-    filename = str(path)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RunbookError(filename, [f"{filename}{line}: not valid YAML: "
-                                      f"{getattr(exc, 'problem', exc)}"]) from None
-    if node is None or not isinstance(data, dict):
-        raise RunbookError(filename, [f"{filename}: a runbook is a YAML mapping (version, name, "
-                                      "hosts, donor, recipient, ...)"])
-    lines: dict[tuple[str | int, ...], int] = {}
-    problems: list[str] = []
-    _line_map(node, (), lines, problems, filename)
-    loaded = LoadedRunbook(path, Runbook.model_construct(), "", lines)
+    model, lines = parse_yaml_model(
+        text, path, Runbook, error=RunbookError, problem=_problem,
+        not_a_mapping="a runbook is a YAML mapping (version, name, hosts, donor, recipient, ...)")
+    problems = [f"{where(path, lines, loc)}: {msg}" for loc, msg in _cross_checks(model)]
     if problems:
-        raise RunbookError(filename, problems)
-    try:
-        model = Runbook.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            loc = tuple("copy" if p == "copy_" else p for p in member_loc(loc))
-            msg = err["msg"].removeprefix("Value error, ")
-            if "literal 'password'" in msg:
-                loc = (*loc, "password")
-            msg = error_message(err) if "literal 'password'" not in msg else msg
-            problems.append(f"{loaded.where(*loc)}: {msg}")
-        raise RunbookError(filename, problems) from None
-    problems = [f"{loaded.where(*loc)}: {msg}" for loc, msg in _cross_checks(model)]
-    if problems:
-        raise RunbookError(filename, problems)
+        raise RunbookError(str(path), problems)
     return LoadedRunbook(path, model, hashlib.sha256(text.encode()).hexdigest(), lines)
 
 
 def load_runbook(path: str | Path) -> LoadedRunbook:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RunbookError(str(p), [f"{p}: cannot read: {exc.strerror}"]) from None
-    return parse_runbook(text, p)
+    return parse_runbook(read_text(p, RunbookError), p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from resync.actions.conditions import IsSet
 from resync.actions.quoting import q
-from resync.actions.types import Ref, Shell, When
+from resync.actions.types import Action, Captured, Ref, Shell, When
 from resync.model.errors import (
     Aborted,
     BadInputError,
@@ -21,6 +22,7 @@ from resync.model.errors import (
     GateRefused,
     HostError,
     PreflightFailed,
+    ResyncError,
     StepFailed,
 )
 from resync.model.keys import (
@@ -275,6 +277,22 @@ def from_journal(journal_path: Path, runbook: str | None) -> tuple[LoadedRunbook
 def scratch_executor(loaded: LoadedRunbook) -> Executor:
     """An executor for read-only commands (check, verify, status): records stay in memory."""
     return executor_for(loaded, MemoryJournal())
+
+
+def run_scratch(loaded: LoadedRunbook, key: str, actions: Sequence[Action], *,
+                stopped_by: type[ResyncError] = ResyncError) -> tuple[Captured, ResyncError | None]:
+    """Run read-only `actions` as step `key` on a scratch executor: the values they captured and
+    the error of type `stopped_by` that stopped them, if one did (any other error propagates)."""
+    exe = scratch_executor(loaded)
+    failure: ResyncError | None = None
+    try:
+        exe.begin(key)
+        exe.run(actions)
+    except stopped_by as exc:
+        failure = exc
+    finally:
+        exe.close()
+    return exe.captured, failure
 
 
 def _kept_paths() -> list[str | Ref]:

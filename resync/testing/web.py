@@ -56,17 +56,35 @@ def get(url: str, timeout: float = 3.0) -> tuple[int | None, str]:
         return None, ""
 
 
-def wait_listening(port: int, what: str, proc: subprocess.Popen[str] | None = None,
+def wait_listening(port: int | Path, what: str, proc: subprocess.Popen[str] | None = None,
                    timeout: float = 10.0) -> None:
+    """Until something accepts connections on 127.0.0.1:`port` (a Path: on that Unix socket);
+    WebTierError when `proc` exits first or after `timeout` seconds."""
+    address: str | tuple[str, int]
+    if isinstance(port, Path):
+        family, address, where = socket.AF_UNIX, str(port), str(port)
+    else:
+        family, address, where = socket.AF_INET, ("127.0.0.1", port), f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise WebTierError(f"{what} exited {proc.returncode}: {proc.communicate()[1]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+        with socket.socket(family) as s:
+            if s.connect_ex(address) == 0:
                 return
         time.sleep(0.05)
-    raise WebTierError(f"{what} does not listen on 127.0.0.1:{port} after {timeout:g}s")
+    raise WebTierError(f"{what} does not listen on {where} after {timeout:g}s")
+
+
+def runtime_command(admin_socket: Path, command: str) -> str:
+    """One HAProxy runtime API command on its admin socket; its whole answer."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(admin_socket))
+        s.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -116,13 +134,7 @@ class HAProxy:
 
     def runtime(self, command: str) -> str:
         """One runtime API command, for the tests' own checks."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.socket))
-            s.sendall(command.encode() + b"\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return runtime_command(self.socket, command)
 
 
 @dataclass
@@ -220,14 +232,23 @@ def running_haproxy(web_root: Path, app: App) -> Iterator[HAProxy]:
     page_port, pool_port = free_port(), free_port()
     config = root / "haproxy.cfg"
     config.write_text(haproxy_config(root, page_port, pool_port, app.port))
+    with haproxy_process(config, page_port, pool_port) as proc:
+        yield HAProxy(root, page_port, pool_port, root / "admin.sock", root / "maint.map", proc)
+
+
+@contextmanager
+def haproxy_process(config: Path, *listening: int | Path) -> Iterator[subprocess.Popen[str]]:
+    """`haproxy -db -f config` (checked with -c first) in the foreground, our child, in the
+    config's directory, until it listens on every port (or Unix socket) of `listening`; stopped
+    by pid afterwards."""
     subprocess.run([_binary("haproxy"), "-c", "-q", "-f", str(config)], check=True)
-    proc = subprocess.Popen([_binary("haproxy"), "-db", "-f", str(config)], cwd=root, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([_binary("haproxy"), "-db", "-f", str(config)], cwd=config.parent,
+                            text=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        wait_listening(page_port, "haproxy", proc)
-        wait_listening(pool_port, "haproxy", proc)
-        yield HAProxy(root, page_port, pool_port, root / "admin.sock", root / "maint.map", proc)
+        for where in listening:
+            wait_listening(where, "haproxy", proc)
+        yield proc
     finally:
         stop(proc)
 

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import urllib.error
@@ -32,13 +31,9 @@ from typing import Any
 
 import pytest
 
+from resync.testing.web import free_port
+
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- moto -------------------------------------------------------------------------------------

@@ -4,18 +4,16 @@ that it stays a current session of its server."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from aws import free_port, serve
+from aws import serve
+
+from resync.testing.web import free_port, haproxy_process, install_hint, missing_tools, runtime_command
 
 # -- haproxy ----------------------------------------------------------------------------------
 
@@ -57,20 +55,13 @@ class Haproxy:
     backends: dict[str, HeldBackend]
 
     def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.socket))
-            s.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return runtime_command(self.socket, line)
 
 
 @pytest.fixture(name="haproxy")
 def haproxy_fixture(tmp_path: Path) -> Iterator[Haproxy]:
-    missing = [t for t in ("haproxy", "socat") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (apt-get install haproxy socat)")
+    if missing := missing_tools("haproxy", "socat"):
+        pytest.skip(install_hint(missing))
     backends = {"web1": HeldBackend(), "web2": HeldBackend()}
     sock = tmp_path / "admin.sock"
     port = free_port()
@@ -90,23 +81,13 @@ backend web
     balance roundrobin
 {servers}
 """)
-    proc = subprocess.Popen(["haproxy", "-f", str(config), "-db"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"haproxy did not start: {proc.communicate()[1]!r}")
-        time.sleep(0.05)
     try:
-        yield Haproxy(sock, f"http://127.0.0.1:{port}/", backends)
+        with haproxy_process(config, port, sock):
+            try:
+                yield Haproxy(sock, f"http://127.0.0.1:{port}/", backends)
+            finally:
+                for b in backends.values():
+                    b.release()  # before haproxy stops: no request left waiting
     finally:
-        for b in backends.values():
-            b.release()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         for b in backends.values():
             b.server.shutdown()

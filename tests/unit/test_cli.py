@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support import import_probe
 
 from resync.cli.commands import main
 
@@ -162,23 +163,9 @@ def test_console_script_plan_bad_runbook(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-IMPORT_PROBE = """
-import sys
-sys.argv = ["resync", *sys.argv[1:]]
-from resync.cli.commands import main
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-print()
-print("RESULT", code, "boto3" in sys.modules, "paramiko" in sys.modules)
-"""
-
-
 @pytest.mark.parametrize("args", [["--help"], ["plan", str(OLD_PRIMARY)],
                                   ["plan", str(REPLICA), "--format", "json"]])
 def test_help_and_plan_do_not_import_heavy_modules(args: list[str], tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path)
+    proc = import_probe(args, ("boto3", "paramiko"), cwd=tmp_path)
     result = proc.stdout.strip().splitlines()[-1]
     assert result == "RESULT 0 False False", (result, proc.stderr)

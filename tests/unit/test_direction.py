@@ -25,6 +25,7 @@ from resync.steps.direction.gtid import Errant, format_gtid_state, mariadb_erran
 from resync.steps.direction.positions import binlog_sequence, position_ahead, replicates_from
 from resync.steps.direction.recheck import ErrantRecheck, ErrantTransactions, errant_recheck
 from resync.steps.direction.verdict import DISCARD_OPTION, NotCaptured
+from resync.testing.fakes import FakeWorld
 from resync.transport.local import CommandResult
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
@@ -489,47 +490,14 @@ def test_recheck_of_mysql(loaded: LoadedRunbook) -> None:
 
 
 @dataclass
-class World:
+class World(FakeWorld):
     """Replies by SQL text; commands run for real through bash (the stub tool on PATH)."""
 
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    commands: list[str] = field(default_factory=list)
 
-    def connect(self, host: str) -> Any:
-        return _Session(self)
-
-    def host(self, name: str) -> Any:
-        return _Host(self, name)
-
-
-@dataclass
-class _Session:
-    world: World
-
-    def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
-        return self.world.rows.get(sql, [])
-
-    def alive(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass
-class _Host:
-    world: World
-    name: str
-
-    def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
-            check: bool = True) -> CommandResult:
-        self.world.commands.append(command)
-        proc = _run(command, self.world.env)
-        return CommandResult(self.name, command, proc.returncode, proc.stdout, proc.stderr)
-
-    def close(self) -> None:
-        pass
+    def answer(self, host: str, command: str) -> CommandResult:
+        proc = _run(command, self.env)
+        return CommandResult(host, command, proc.returncode, proc.stdout, proc.stderr)
 
 
 DONOR_SQL = ("SELECT @@GLOBAL.gtid_binlog_state AS binlog_state, @@GLOBAL.gtid_slave_pos AS "
@@ -541,7 +509,7 @@ def run_recheck(tmp_path: Path, recheck: ErrantRecheck, donor: dict[str, Any],
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
     (logs / "mysql-bin.index").write_text("./mysql-bin.000001\n")
-    world = World(rows={DONOR_SQL: [donor]}, env=_stub_binlog_tool(tmp_path, RAW))
+    world = World(replies={DONOR_SQL: [donor]}, env=_stub_binlog_tool(tmp_path, RAW))
     journal = MemoryJournal()
     journal.data.captured.update({r("log_bin_index"): str(logs / "mysql-bin.index"),
                                   "recipient.old_datadir": str(tmp_path / "old-datadir"),

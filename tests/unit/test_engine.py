@@ -11,8 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,76 +31,11 @@ from resync.run.engine import Decision, Engine
 from resync.run.executor import Executor
 from resync.run.journal import CommandRecord, Journal, JournalLock, StepState, atomic_write
 from resync.steps.base import Step
-from resync.testing.fakes import FakeClock
-from resync.transport.local import CommandResult
+from resync.testing.fakes import FakeClock, FakeWorld
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# -- fakes ------------------------------------------------------------------------------------------
-
-Reply = list[dict[str, Any]] | BaseException | Callable[[tuple[object, ...]], list[dict[str, Any]]]
-
-
-@dataclass
-class World:
-    """The servers and hosts a run talks to: scripted replies per SQL text, everything recorded."""
-
-    replies: dict[str, Reply] = field(default_factory=dict)
-    sent: list[tuple[int, str, tuple[object, ...]]] = field(default_factory=list)  # (session, sql, params)
-    sessions: list[FakeSession] = field(default_factory=list)
-    on_execute: Callable[[str], None] | None = None
-
-    def connect(self, host: str) -> Any:
-        session = FakeSession(self, host, len(self.sessions))
-        self.sessions.append(session)
-        return session
-
-    def host(self, name: str) -> Any:
-        return FakeHost(name)
-
-    def executed(self) -> list[str]:
-        return [sql for _, sql, _ in self.sent]
-
-
-@dataclass
-class FakeSession:
-    world: World
-    host: str
-    number: int
-    closed: bool = False
-
-    def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
-        assert not self.closed, f"statement on a closed session: {sql}"
-        self.world.sent.append((self.number, sql, params))
-        if self.world.on_execute is not None:
-            self.world.on_execute(sql)
-        reply = self.world.replies.get(sql, [])
-        if isinstance(reply, BaseException):
-            raise reply
-        if callable(reply):
-            return reply(params)
-        return reply
-
-    def alive(self) -> bool:
-        return not self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class FakeHost:
-    name: str
-
-    def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
-            check: bool = True) -> CommandResult:
-        return CommandResult(self.name, command, 0, "", "")
-
-    def start(self, command: str, *, privileged: bool = False) -> Any:
-        raise AssertionError("no background commands in these tests")
-
-    def close(self) -> None:
-        pass
+# -- fakes (the servers and hosts: FakeWorld) -----------------------------------------------------
 
 
 def sid(name: str) -> StepId:
@@ -135,12 +69,12 @@ def make_journal(path: Path, steps: list[Step]) -> Journal:
                           steps=[(s.key, s.title) for s in steps])
 
 
-def make_executor(journal: Journal, world: World, secrets: list[Secret] | None = None) -> Executor:
+def make_executor(journal: Journal, world: FakeWorld, secrets: list[Secret] | None = None) -> Executor:
     return Executor(journal, hosts=world.host, connect=world.connect, secrets=secrets or [],
                     clock=FakeClock())
 
 
-def engine(steps: list[Step], journal: Journal, world: World, **kw: Any) -> Engine:
+def engine(steps: list[Step], journal: Journal, world: FakeWorld, **kw: Any) -> Engine:
     return Engine(steps, journal, make_executor(journal, world), **kw)
 
 
@@ -149,11 +83,11 @@ def states(journal_path: Path) -> list[str]:
     return [s["state"] for s in json.loads(journal_path.read_text())["steps"]]
 
 
-def runs(world: World) -> list[str]:
+def runs(world: FakeWorld) -> list[str]:
     return [sql.removeprefix("do ") for sql in world.executed() if sql.startswith("do ")]
 
 
-def undos(world: World) -> list[str]:
+def undos(world: FakeWorld) -> list[str]:
     return [sql.removeprefix("undo ") for sql in world.executed() if sql.startswith("undo ")]
 
 
@@ -180,7 +114,7 @@ def saves(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
 
 
 def test_steps_run_in_order(jpath: Path) -> None:
-    world = World()
+    world = FakeWorld()
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     journal = make_journal(jpath, steps)
     engine(steps, journal, world).run()
@@ -197,7 +131,7 @@ def test_steps_run_in_order(jpath: Path) -> None:
 
 
 def test_every_transition_is_persisted_as_valid_json(jpath: Path, saves: list[dict[str, Any]]) -> None:
-    world = World()
+    world = FakeWorld()
     seen_during_run: dict[str, list[str]] = {}
     world.on_execute = lambda sql: seen_during_run.__setitem__(sql, states(jpath))
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
@@ -230,7 +164,7 @@ def test_every_transition_is_persisted_as_valid_json(jpath: Path, saves: list[di
 
 
 def test_crash_between_transitions_leaves_a_valid_journal(jpath: Path) -> None:
-    world = World(replies={"do b": Crash("killed")})
+    world = FakeWorld(replies={"do b": Crash("killed")})
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     with pytest.raises(Crash):
         engine(steps, make_journal(jpath, steps), world).run()
@@ -243,7 +177,7 @@ def test_crash_between_transitions_leaves_a_valid_journal(jpath: Path) -> None:
 
 
 def test_ctrl_c_marks_the_step_failed_and_aborts(jpath: Path) -> None:
-    world = World(replies={"do b": KeyboardInterrupt()})
+    world = FakeWorld(replies={"do b": KeyboardInterrupt()})
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     with pytest.raises(Aborted, match=f"interrupted during step '{key('b')}'"):
         engine(steps, make_journal(jpath, steps), world).run()
@@ -259,7 +193,7 @@ def test_ctrl_c_marks_the_step_failed_and_aborts(jpath: Path) -> None:
 
 
 def test_confirm_run_skip(jpath: Path) -> None:
-    world = World()
+    world = FakeWorld()
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     asked: list[str] = []
 
@@ -279,7 +213,7 @@ def test_confirm_run_skip(jpath: Path) -> None:
 
 
 def test_confirm_abort_stops_before_the_step(jpath: Path) -> None:
-    world = World()
+    world = FakeWorld()
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     asked: list[str] = []
 
@@ -297,7 +231,7 @@ def test_confirm_abort_stops_before_the_step(jpath: Path) -> None:
 
 
 def test_a_step_that_must_run_cannot_be_skipped(jpath: Path) -> None:
-    world = World()
+    world = FakeWorld()
     steps: list[Step] = [FakeStep(k) for k in ("pre", "b")]
 
     with pytest.raises(Aborted, match="cannot be skipped"):
@@ -314,7 +248,7 @@ def test_a_step_that_must_run_cannot_be_skipped(jpath: Path) -> None:
 
 
 def test_failing_step_stops_the_run(jpath: Path) -> None:
-    world = World(replies={"do b": DatabaseError("[h] error 1021: disk full")})
+    world = FakeWorld(replies={"do b": DatabaseError("[h] error 1021: disk full")})
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     with pytest.raises(StepFailed) as info:
         engine(steps, make_journal(jpath, steps), world).run()
@@ -332,7 +266,7 @@ def test_failing_step_stops_the_run(jpath: Path) -> None:
 
 
 def test_unexpected_exception_is_a_step_failure_naming_its_type(jpath: Path) -> None:
-    world = World(replies={"do a": ValueError("bad value")})
+    world = FakeWorld(replies={"do a": ValueError("bad value")})
     steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
     with pytest.raises(StepFailed, match="ValueError: bad value"):
         engine(steps, make_journal(jpath, steps), world).run()
@@ -343,7 +277,7 @@ def test_unexpected_exception_is_a_step_failure_naming_its_type(jpath: Path) -> 
 
 
 def test_gate_refusal_is_not_a_step_failure(jpath: Path) -> None:
-    world = World(replies={"do pre": GateRefused("preflight failed")})
+    world = FakeWorld(replies={"do pre": GateRefused("preflight failed")})
     steps: list[Step] = [FakeStep(k) for k in ("pre", "b")]
     with pytest.raises(GateRefused) as info:
         engine(steps, make_journal(jpath, steps), world).run()
@@ -360,12 +294,12 @@ def test_gate_refusal_is_not_a_step_failure(jpath: Path) -> None:
 
 def test_resume_continues_at_the_first_step_not_done(jpath: Path) -> None:
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c", "d")]
-    first = World(replies={"do c": DatabaseError("flaky")})
+    first = FakeWorld(replies={"do c": DatabaseError("flaky")})
     with pytest.raises(StepFailed):
         engine(steps, make_journal(jpath, steps), first).run()
     assert runs(first) == ["a", "b", "c"]
 
-    second = World()
+    second = FakeWorld()
     engine(steps, Journal.load(jpath), second).run()
     assert runs(second) == ["c", "d"]
     assert states(jpath) == ["done", "done", "done", "done"]
@@ -381,10 +315,10 @@ def test_resume_continues_at_the_first_step_not_done(jpath: Path) -> None:
 def test_resume_after_crash_reruns_the_interrupted_step_from_its_start(jpath: Path) -> None:
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
     with pytest.raises(Crash):
-        engine(steps, make_journal(jpath, steps), World(replies={"do b": Crash()})).run()
+        engine(steps, make_journal(jpath, steps), FakeWorld(replies={"do b": Crash()})).run()
     assert Journal.load(jpath).step(key("b")).state is StepState.RUNNING
 
-    second = World()
+    second = FakeWorld()
     engine(steps, Journal.load(jpath), second).run()
     assert runs(second) == ["b", "c"]
     loaded = Journal.load(jpath)
@@ -394,7 +328,7 @@ def test_resume_after_crash_reruns_the_interrupted_step_from_its_start(jpath: Pa
 
 
 def test_resume_passes_over_skipped_steps(jpath: Path) -> None:
-    world = World()
+    world = FakeWorld()
     steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
     journal = make_journal(jpath, steps)
     journal.transition(key("a"), StepState.SKIPPED, note="skipped by the operator")
@@ -444,7 +378,7 @@ def test_resume_redoes_a_lock_that_died_with_the_previous_process(
     if release_done:
         journal.transition(key("stop"), StepState.DONE)
 
-    world = World()
+    world = FakeWorld()
     engine(steps, Journal.load(jpath), world).run()
 
     assert (LOCK_SQL in world.executed()) is expect_rerun
@@ -459,7 +393,7 @@ def test_resume_redoes_a_lock_that_died_with_the_previous_process(
 def test_a_lock_still_held_is_not_redone(jpath: Path) -> None:
     steps: list[Step] = [LockStep(), ReleasingStep("stop")]
     journal = make_journal(jpath, steps)
-    world = World()
+    world = FakeWorld()
     executor = make_executor(journal, world)
     # this very process took the lock (as a run that goes on after it would have)
     executor.run(LockStep().plan())
@@ -482,8 +416,8 @@ def test_rollback_undoes_done_steps_in_reverse(jpath: Path) -> None:
     steps: list[Step] = [FakeStep("a"), FakeStep("b", undoable=False), FakeStep("c"),
                          FakeStep("d"), FakeStep("e")]
     with pytest.raises(StepFailed):
-        engine(steps, make_journal(jpath, steps), World(replies={"do d": DatabaseError("boom")})).run()
-    world = World()
+        engine(steps, make_journal(jpath, steps), FakeWorld(replies={"do d": DatabaseError("boom")})).run()
+    world = FakeWorld()
     not_undoable = engine(steps, Journal.load(jpath), world).rollback()
     # d failed half-way: it is undone too; e never ran: left alone
     assert undos(world) == ["d", "c", "a"]
@@ -499,9 +433,9 @@ def test_rollback_undoes_done_steps_in_reverse(jpath: Path) -> None:
 
 def test_rollback_twice_undoes_nothing_again(jpath: Path) -> None:
     steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
-    engine(steps, make_journal(jpath, steps), World()).run()
-    engine(steps, Journal.load(jpath), World()).rollback()
-    world = World()
+    engine(steps, make_journal(jpath, steps), FakeWorld()).run()
+    engine(steps, Journal.load(jpath), FakeWorld()).rollback()
+    world = FakeWorld()
     assert engine(steps, Journal.load(jpath), world).rollback() == []
     assert world.executed() == []
     assert states(jpath) == ["undone", "undone"]
@@ -509,8 +443,8 @@ def test_rollback_twice_undoes_nothing_again(jpath: Path) -> None:
 
 def test_rollback_skip_and_abort(jpath: Path) -> None:
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
-    engine(steps, make_journal(jpath, steps), World()).run()
-    world = World()
+    engine(steps, make_journal(jpath, steps), FakeWorld()).run()
+    world = FakeWorld()
     asked: list[str] = []
 
     def confirm(step: Step) -> Decision:
@@ -526,8 +460,8 @@ def test_rollback_skip_and_abort(jpath: Path) -> None:
 
 def test_rollback_undo_failure_stops_and_is_journaled(jpath: Path) -> None:
     steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
-    engine(steps, make_journal(jpath, steps), World()).run()
-    world = World(replies={"undo b": DatabaseError("cannot undo b")})
+    engine(steps, make_journal(jpath, steps), FakeWorld()).run()
+    world = FakeWorld(replies={"undo b": DatabaseError("cannot undo b")})
     with pytest.raises(StepFailed, match="undo failed: cannot undo b"):
         engine(steps, Journal.load(jpath), world).rollback()
     assert undos(world) == ["b"]  # a is not undone after b failed
@@ -708,7 +642,7 @@ def repl_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("repl_env")
 def test_secrets_never_in_the_journal(jpath: Path) -> None:
-    world = World()
+    world = FakeWorld()
     steps: list[Step] = [PasswordStep()]
     engine(steps, make_journal(jpath, steps), world).run()
     # the driver got the real values ...
@@ -734,7 +668,7 @@ def test_bound_secret_quoted_back_by_the_server_is_masked(jpath: Path) -> None:
         # pymysql interpolates client-side: a syntax error quotes the statement with the value
         raise DatabaseError(f"[h] error 1064: syntax error near '{params[1]}'", code=1064)
 
-    world = World(replies={"CHANGE MASTER TO MASTER_USER=%s, MASTER_PASSWORD=%s": echo})
+    world = FakeWorld(replies={"CHANGE MASTER TO MASTER_USER=%s, MASTER_PASSWORD=%s": echo})
     steps: list[Step] = [PasswordStep()]
     with pytest.raises(StepFailed) as info:
         engine(steps, make_journal(jpath, steps), world).run()
@@ -747,7 +681,7 @@ def test_bound_secret_quoted_back_by_the_server_is_masked(jpath: Path) -> None:
 
 
 def test_connection_password_is_masked_in_failed_command_detail(jpath: Path) -> None:
-    world = World(replies={"do a": DatabaseError(f"[h] error 1045: denied for password {CONN_PW}")})
+    world = FakeWorld(replies={"do a": DatabaseError(f"[h] error 1045: denied for password {CONN_PW}")})
     steps: list[Step] = [FakeStep("a")]
     journal = make_journal(jpath, steps)
     executor = make_executor(journal, world, secrets=[Secret(CONN_PW, source="$H_PASSWORD")])

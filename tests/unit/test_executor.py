@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,74 +33,10 @@ from resync.run.engine import Engine
 from resync.run.executor import LOCK_WAIT_TIMEOUT, Executor
 from resync.run.journal import CommandRecord, Journal, MemoryJournal
 from resync.steps.base import Step
-from resync.testing.fakes import FakeClock
+from resync.testing.fakes import FakeClock, FakeWorld, Rows
 from resync.transport.local import CommandResult
 
-Rows = list[dict[str, Any]]
-Reply = Rows | BaseException | Callable[[tuple[object, ...]], Rows]
-
-
-# -- fakes ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    """Scripted replies per SQL text (and per command for hosts); everything sent is recorded."""
-
-    replies: dict[str, Reply] = field(default_factory=dict)
-    outputs: dict[str, CommandResult] = field(default_factory=dict)
-    sent: list[tuple[int, str, tuple[object, ...]]] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
-    sessions: list[FakeSession] = field(default_factory=list)
-
-    def connect(self, host: str) -> Any:
-        session = FakeSession(self, host, len(self.sessions))
-        self.sessions.append(session)
-        return session
-
-    def host(self, name: str) -> Any:
-        return FakeHost(self, name)
-
-
-@dataclass
-class FakeSession:
-    world: World
-    host: str
-    number: int
-    closed: bool = False
-
-    def execute(self, sql: str, params: tuple[object, ...] = ()) -> Rows:
-        assert not self.closed, f"statement on a closed session: {sql}"
-        self.world.sent.append((self.number, sql, params))
-        reply = self.world.replies.get(sql, [])
-        if isinstance(reply, BaseException):
-            raise reply
-        if callable(reply):
-            return reply(params)
-        return reply
-
-    def alive(self) -> bool:
-        return not self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class FakeHost:
-    world: World
-    name: str
-
-    def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
-            check: bool = True) -> CommandResult:
-        self.world.commands.append(command)
-        return self.world.outputs.get(command, CommandResult(self.name, command, 0, "", ""))
-
-    def start(self, command: str, *, privileged: bool = False) -> Any:
-        raise AssertionError("no background commands in these tests")
-
-    def close(self) -> None:
-        pass
+# -- fakes (the servers and hosts: FakeWorld) -----------------------------------------------------
 
 
 def in_turn(*answers: Rows) -> Callable[[tuple[object, ...]], Rows]:
@@ -117,8 +51,8 @@ def in_turn(*answers: Rows) -> Callable[[tuple[object, ...]], Rows]:
 
 
 @pytest.fixture
-def world() -> World:
-    return World()
+def world() -> FakeWorld:
+    return FakeWorld()
 
 
 @pytest.fixture
@@ -127,7 +61,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def executor(world: World, clock: FakeClock) -> Iterator[Executor]:
+def executor(world: FakeWorld, clock: FakeClock) -> Iterator[Executor]:
     ex = Executor(MemoryJournal(), hosts=world.host, connect=world.connect, clock=clock)
     ex.begin("step-1")
     yield ex
@@ -148,7 +82,7 @@ def status(io: str, sql: str = "Yes") -> Rows:
     return [{"Slave_IO_Running": io, "Slave_SQL_Running": sql, "Seconds_Behind_Master": 0}]
 
 
-def test_poll_is_one_record_with_the_count_of_looks(world: World, executor: Executor,
+def test_poll_is_one_record_with_the_count_of_looks(world: FakeWorld, executor: Executor,
                                                     clock: FakeClock) -> None:
     world.replies[STATUS] = in_turn(status("Connecting"), status("Connecting"), status("Yes"))
     poll = Poll(Sql("h", STATUS), RUNNING, timeout=60, interval=2)
@@ -166,7 +100,7 @@ def test_poll_is_one_record_with_the_count_of_looks(world: World, executor: Exec
     assert record.detail.endswith("last: Slave_IO_Running=Yes, Slave_SQL_Running=Yes")
 
 
-def test_poll_times_out_without_sleeping(world: World, executor: Executor, clock: FakeClock) -> None:
+def test_poll_times_out_without_sleeping(world: FakeWorld, executor: Executor, clock: FakeClock) -> None:
     world.replies[STATUS] = status("Connecting")
     started = time.monotonic()
     with pytest.raises(WaitTimeout, match=r"timed out after 3600s waiting until "
@@ -180,7 +114,7 @@ def test_poll_times_out_without_sleeping(world: World, executor: Executor, clock
     assert record.detail is not None and record.detail.startswith("7201 look(s)")
 
 
-def test_poll_stops_at_once_when_waiting_cannot_help(world: World, executor: Executor,
+def test_poll_stops_at_once_when_waiting_cannot_help(world: FakeWorld, executor: Executor,
                                                      clock: FakeClock) -> None:
     world.replies[STATUS] = status("No", "No")
     broken = RowMatches((("Slave_SQL_Running", ("No",)),))
@@ -191,7 +125,7 @@ def test_poll_stops_at_once_when_waiting_cannot_help(world: World, executor: Exe
     assert record.ok is False and record.detail is not None and record.detail.startswith("1 look(s)")
 
 
-def test_poll_with_a_custom_failure_message(world: World, executor: Executor) -> None:
+def test_poll_with_a_custom_failure_message(world: FakeWorld, executor: Executor) -> None:
     world.replies[STATUS] = []
     with pytest.raises(ResyncError, match=r"^\[h\] the replica never caught up \(no row\)$"):
         executor.run_one(Poll(Sql("h", STATUS), RUNNING, timeout=1, interval=1,
@@ -215,7 +149,7 @@ def branching() -> tuple[Action, ...]:
     ("file", "else", ["SET file"]),
 ])
 def test_when_journals_its_decision_and_runs_only_that_branch(
-        world: World, executor: Executor, mode: str, taken: str, ran: list[str]) -> None:
+        world: FakeWorld, executor: Executor, mode: str, taken: str, ran: list[str]) -> None:
     world.replies["SELECT @@mode AS m"] = [{"m": mode}]
     executor.run(branching())
     assert [sql for _, sql, _ in world.sent] == ["SELECT @@mode AS m", *ran]
@@ -231,7 +165,7 @@ def test_when_journals_its_decision_and_runs_only_that_branch(
 FTWRL = "FLUSH TABLES WITH READ LOCK"
 
 
-def test_hold_lock_keeps_a_dedicated_session_until_release(world: World, executor: Executor) -> None:
+def test_hold_lock_keeps_a_dedicated_session_until_release(world: FakeWorld, executor: Executor) -> None:
     executor.run((Sql("h", "SELECT 1"),
                   HoldLock("h", "lock", (Sql("h", FTWRL), Sql("h", "SHOW MASTER STATUS"))),
                   Sql("h", "SELECT 2"),
@@ -254,7 +188,7 @@ def test_hold_lock_keeps_a_dedicated_session_until_release(world: World, executo
         executor.run_one(Sql("h", "SELECT 3", session="lock"), "5")
 
 
-def test_a_held_session_that_died_is_not_held(world: World, executor: Executor) -> None:
+def test_a_held_session_that_died_is_not_held(world: FakeWorld, executor: Executor) -> None:
     executor.run_one(HoldLock("h", "lock", (Sql("h", FTWRL),)), "0")
     world.sessions[0].closed = True  # the server killed the connection
     assert not executor.holds("lock")
@@ -263,7 +197,7 @@ def test_a_held_session_that_died_is_not_held(world: World, executor: Executor) 
     assert records(executor)[-1].ok is False
 
 
-def test_release_of_a_session_not_held_here_is_ok_and_says_why(world: World,
+def test_release_of_a_session_not_held_here_is_ok_and_says_why(world: FakeWorld,
                                                               executor: Executor) -> None:
     executor.run_one(ReleaseLock("h", "lock"), "0")
     assert world.sent == []
@@ -273,7 +207,7 @@ def test_release_of_a_session_not_held_here_is_ok_and_says_why(world: World,
     assert "session 'lock' is not open in this process" in record.detail
 
 
-def test_a_lock_wait_timeout_is_diagnosed_and_the_session_closed(world: World,
+def test_a_lock_wait_timeout_is_diagnosed_and_the_session_closed(world: FakeWorld,
                                                                  executor: Executor) -> None:
     world.replies[FTWRL] = DatabaseError("[h] error 1205: Lock wait timeout exceeded",
                                          code=LOCK_WAIT_TIMEOUT)
@@ -289,7 +223,7 @@ def test_a_lock_wait_timeout_is_diagnosed_and_the_session_closed(world: World,
 # -- captures ---------------------------------------------------------------------------------------
 
 
-def test_capture_keeps_named_columns(world: World, executor: Executor) -> None:
+def test_capture_keeps_named_columns(world: FakeWorld, executor: Executor) -> None:
     world.replies["SHOW MASTER STATUS"] = [{"File": "db1-bin.000002", "Position": 1234,
                                             "Executed_Gtid_Set": "0-1-5,\n0-2-7"}]
     executor.run_one(Capture("h", "SHOW MASTER STATUS",
@@ -302,7 +236,7 @@ def test_capture_keeps_named_columns(world: World, executor: Executor) -> None:
     assert json.loads(record.result or "") == expected
 
 
-def test_capture_missing_row(world: World, executor: Executor) -> None:
+def test_capture_missing_row(world: FakeWorld, executor: Executor) -> None:
     with pytest.raises(ResyncError, match=r"\[h\] binary logging is off"):
         executor.run_one(Capture("h", "SHOW MASTER STATUS", columns=(("File", SOURCE.file),),
                                  missing="binary logging is off"), "0")
@@ -315,13 +249,13 @@ def test_capture_missing_row(world: World, executor: Executor) -> None:
     assert records(executor)[-1].ok is True
 
 
-def test_capture_rows_keeps_a_json_list(world: World, executor: Executor) -> None:
+def test_capture_rows_keeps_a_json_list(world: FakeWorld, executor: Executor) -> None:
     world.replies["SHOW TABLES"] = [{"s": "db", "t": "a"}, {"s": "db", "t": None}]
     executor.run_one(CaptureRows("h", "SHOW TABLES", into=Key("tables")), "0")
     assert json.loads(str(executor.captured["tables"])) == [["db", "a"], ["db", None]]
 
 
-def test_shell_into_captures_stripped_stdout(world: World, executor: Executor) -> None:
+def test_shell_into_captures_stripped_stdout(world: FakeWorld, executor: Executor) -> None:
     world.outputs["readlink -f /var/lib/mysql"] = CommandResult(
         "h", "readlink -f /var/lib/mysql", 0, "  /data/mysql\n", "")
     executor.run_one(Shell.line("h", "readlink -f /var/lib/mysql", into=Key("datadir")), "0")
@@ -334,7 +268,7 @@ def test_shell_into_captures_stripped_stdout(world: World, executor: Executor) -
     assert world.commands[-1] == "du -sb /data/mysql"
 
 
-def test_shell_failure_is_journaled_and_nothing_captured(world: World, executor: Executor) -> None:
+def test_shell_failure_is_journaled_and_nothing_captured(world: FakeWorld, executor: Executor) -> None:
     world.outputs["false"] = CommandResult("h", "false", 3, "", "boom\n")
     with pytest.raises(HostError, match="exited 3"):
         executor.run_one(Shell.line("h", "false", into=Key("x")), "0")
@@ -357,7 +291,7 @@ def test_assert_fails_the_step_with_its_message(executor: Executor) -> None:
 CHANGE = "CHANGE MASTER TO MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s"
 
 
-def test_recorded_text_is_the_template_filled_with_captured_values(world: World,
+def test_recorded_text_is_the_template_filled_with_captured_values(world: FakeWorld,
                                                                    executor: Executor) -> None:
     executor.capture("source.file", "db1-bin.000002")
     executor.capture("source.pos", 4)
@@ -405,7 +339,7 @@ class PointStep(Step):
         return (Sql("h", "RESET SLAVE ALL"),)
 
 
-def run_with_plan(path: Path, world: World) -> Journal:
+def run_with_plan(path: Path, world: FakeWorld) -> Journal:
     steps: list[Step] = [CaptureStep(), PointStep()]
     plan = {"steps": [step_view(i, s).as_json() for i, s in enumerate(steps, 1)]}
     journal = Journal.create(path, run_id="r1", runbook_path="rb.yaml", runbook_sha256="x",
@@ -415,8 +349,8 @@ def run_with_plan(path: Path, world: World) -> Journal:
     return journal
 
 
-def conforming_world() -> World:
-    world = World(replies={"SHOW MASTER STATUS": [{"File": "db1-bin.000002", "Position": 4}],
+def conforming_world() -> FakeWorld:
+    world = FakeWorld(replies={"SHOW MASTER STATUS": [{"File": "db1-bin.000002", "Position": 4}],
                            "SELECT @@mode AS m": [{"m": "file"}],
                            STATUS: in_turn(status("Connecting"), status("Yes"))})
     world.outputs["readlink -f /var/lib/mysql"] = CommandResult("h", "", 0, "/data/my sql\n", "")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support import import_probe
 
 from resync.cli.commands import main
 
@@ -79,23 +78,9 @@ def test_self_without_imds_exits_2_and_shows_what_ran(tmp_path: Path) -> None:
     assert "IMDSv2 http://127.0.0.1:" in result.stdout and "FAILED" in result.stdout
 
 
-PROBE = """
-import sys
-sys.argv = ["resync", *sys.argv[1:]]
-from resync.cli.commands import main
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-print()
-print("RESULT", code, "boto3" in sys.modules, "botocore" in sys.modules)
-"""
-
-
 @pytest.mark.parametrize("args", [["lb", "--help"], ["lb", "register", "--help"],
                                   ["lb", "status", "--config", "missing.yaml", "--self"]])
 def test_lb_commands_import_boto3_only_to_call_aws(args: list[str], tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
+    proc = import_probe(args, ("boto3", "botocore"), cwd=tmp_path)
     code = 2 if "missing.yaml" in args else 0
     assert proc.stdout.strip().splitlines()[-1] == f"RESULT {code} False False", proc.stderr

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support import line_no, runbook_error
 
 from resync.actions.external import HttpAnswer, Outcome
 from resync.actions.http import Expect, HttpCheck, fetch_command, parse_fetch
 from resync.actions.types import Shell, When, leaves
 from resync.cli.commands import main
-from resync.model.errors import HostError, RunbookError
+from resync.model.errors import HostError
 from resync.model.keys import Key, StepKind
 from resync.model.maintenance import CONTROLLER, MaintenanceSettings
 from resync.model.runbook import load_runbook
@@ -79,15 +80,11 @@ def runbook(tmp_path: Path, section: str) -> Path:
 
 def errors(tmp_path: Path, section: str) -> tuple[Path, str]:
     path = runbook(tmp_path, section)
-    with pytest.raises(RunbookError) as info:
-        load_runbook(path)
-    assert info.value.exit_code == 2
-    return path, str(info.value)
+    return path, str(runbook_error(path))
 
 
 def line_of(path: Path, needle: str) -> int:
-    (hit,) = [i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line]
-    return hit
+    return line_no(path.read_text(), needle)
 
 
 def test_a_runbook_without_the_section_has_no_maintenance() -> None:

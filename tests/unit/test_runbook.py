@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from support import line_no, runbook_error
 
 from resync.model.errors import RunbookError
 from resync.model.runbook import LoadedRunbook, load_runbook, parse_runbook
@@ -27,12 +28,6 @@ def edit(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def line_no(text: str, needle: str) -> int:
-    hits = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
-    assert len(hits) == 1, f"expected exactly one line containing {needle!r}, got {hits}"
-    return hits[0]
-
-
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bad-runbook.yaml"
     path.write_text(text, encoding="utf-8")
@@ -41,11 +36,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def load_error(tmp_path: Path, text: str) -> tuple[Path, RunbookError]:
     path = write(tmp_path, text)
-    with pytest.raises(RunbookError) as info:
-        load_runbook(path)
-    assert info.value.exit_code == 2
-    assert info.value.path == str(path)
-    return path, info.value
+    return path, runbook_error(path)
 
 
 def assert_names(err: RunbookError, path: Path, line: int, field: str) -> None:
