@@ -323,10 +323,14 @@ class ReleaseLock(Leaf):
 
     host: str
     session: str
+    into: Key | None = None  # how long the lock was held, in seconds (a write-lock figure)
     kind = "release"
 
     def template(self) -> Template:
         return ("UNLOCK TABLES",)
+
+    def outputs(self) -> tuple[Key, ...]:
+        return (self.into,) if self.into else ()
 
 
 @dataclass(frozen=True)

@@ -195,9 +195,35 @@ def rollback(journal_path: str, runbook: str | None, yes: bool, force: bool) -> 
     continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True, force=force)
 
 
-@_on_journal("no question (the run must still be done and verified)")
-def cleanup(journal_path: str, runbook: str | None, yes: bool) -> None:
-    """Delete the recipient's kept old datadir, once the run is done and its data verified."""
+@main.command()
+@click.argument("journal_path", metavar="[JOURNAL]", required=False,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--run-id", help="copy method ebs: detach and delete the volumes and snapshots "
+                               "tagged with this run id (what a failed run left in AWS)")
+@click.option("--runbook", help="the runbook (with --run-id: where to look; else: if it moved "
+                                "since the run started)")
+@click.option("--yes", is_flag=True, help="no question (the old datadir: the run must still be "
+                                          "done and verified)")
+@_guard
+def cleanup(journal_path: str | None, run_id: str | None, runbook: str | None, yes: bool) -> None:
+    """Delete the recipient's kept old datadir (JOURNAL: once the run is done and its data
+    verified), or with --run-id what an EBS copy left in AWS."""
+    from resync.model.errors import BadInputError
+
+    if run_id is not None:
+        from resync.cli.ebs_cleanup import cleanup_leftovers
+        from resync.run.journal import Journal
+
+        source = runbook or (Journal.load(Path(journal_path)).data.runbook_path
+                             if journal_path else None)
+        if source is None:
+            raise BadInputError("--run-id needs --runbook RUNBOOK (its copy.ebs.region is where "
+                                "to look) or the run's JOURNAL")
+        cleanup_leftovers(_load(source), run_id, _console(), yes=yes)
+        return
+    if journal_path is None:
+        raise BadInputError("give the run's JOURNAL (its old datadir), or --run-id ID --runbook "
+                            "RUNBOOK (what an EBS copy left in AWS)")
     from resync.run.runner import cleanup as clean
 
     clean(Path(journal_path), runbook, _console(), yes=yes)

@@ -48,6 +48,15 @@ def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
 
 def _copy_line(plan: Plan) -> str:
     c = plan.loaded.model.copy_
+    if c.method == "ebs":
+        e = c.ebs
+        return (f"ebs: a snapshot of the donor's data volume (lock and "
+                f"{'fsfreeze' if e.freeze else 'no freeze'} only while it starts), a "
+                f"{e.volume.type} volume of it in the recipient's zone attached as {e.device}, "
+                f"mode {e.mode}; the snapshot is {'kept' if e.keep_snapshot else 'deleted'} "
+                "at the end; the donor keeps running" +
+                ("; prewarm: not needed in mode copy (the copy reads every block once)"
+                 if e.mode == "copy" and e.prewarm else ""))
     line = f"{c.method}, port {c.port}" if c.method == "stream" else "ssh (OpenSSH client on the donor)"
     line += f", compress {c.compress}"
     if c.compress == "none":

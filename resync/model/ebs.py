@@ -13,7 +13,11 @@ ebs:
   keep_snapshot: false
   prewarm: false
   timeout: 7200
+  region: us-east-1          # default: boto3's own (AWS_DEFAULT_REGION, the profile)
 ```
+
+`test_serials` (block device name -> serial) exists ONLY for tests on loop devices, which carry
+no serial: on EC2 it stays empty and devices are found by their NVMe serial or attach name.
 
 Ids and device names end up in AWS calls and shell commands: they are checked here, strictly,
 rather than quoted everywhere.
@@ -63,6 +67,23 @@ def _device(value: str) -> str:
 
 
 DeviceName = Annotated[str, AfterValidator(_device)]
+REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
+KERNEL_NAME = re.compile(r"[a-z][a-z0-9]{1,31}")
+SERIAL = re.compile(r"vol[0-9a-f]{8}(?:[0-9a-f]{9})?")
+
+
+def _region(value: str | None) -> str | None:
+    if value is not None and not REGION.fullmatch(value):
+        raise ValueError(f"{value!r} is not an AWS region like us-east-1")
+    return value
+
+
+def _serials(value: dict[str, str]) -> dict[str, str]:
+    for name, serial in value.items():
+        if not KERNEL_NAME.fullmatch(name) or not SERIAL.fullmatch(serial):
+            raise ValueError(f"test_serials: {name}: {serial} is not a kernel device name "
+                             "(loop5) mapped to a volume id without its dash")
+    return value
 
 
 class EbsVolumeSettings(Strict):
@@ -111,6 +132,9 @@ class EbsSettings(Strict):
     keep_snapshot: bool = False
     prewarm: bool = False  # read every data file once before the server starts
     timeout: int = Field(default=7200, ge=60, le=7 * 24 * 3600)  # seconds for the snapshot
+    region: Annotated[str | None, AfterValidator(_region)] = None  # default: boto3's own
+    # ONLY for tests on loop devices (no serial): kernel name -> serial; empty on EC2
+    test_serials: Annotated[dict[str, str], AfterValidator(_serials)] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _distinct(self) -> EbsSettings:

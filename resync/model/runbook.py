@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 
 from resync.model.base import HostAddress, Identifier
 from resync.model.base import Strict as _Strict
+from resync.model.ebs import EbsSettings
 from resync.model.errors import RunbookError
 from resync.model.lb import MemberEntry, error_message, member_loc
 from resync.model.maintenance import MaintenanceSettings, _with_host_names
@@ -119,7 +120,7 @@ class CopySSHSettings(_Strict):
 
 
 class CopySettings(_Strict):
-    method: Literal["stream", "ssh"] = "stream"
+    method: Literal["stream", "ssh", "ebs"] = "stream"
     port: int = Field(default=7878, ge=1, le=65535)
     compress: Literal["none", "zstd", "lz4"] = "none"  # off by default: slower on a fast link
     compress_level: int = Field(default=1, ge=1, le=19)
@@ -130,6 +131,7 @@ class CopySettings(_Strict):
     exclude: tuple[str, ...] = ()  # extra patterns, on top of the per-flavor exclusions
     stall_timeout: float = Field(default=60.0, gt=0)  # seconds without progress before the copy fails
     listen_timeout: float = Field(default=30.0, gt=0)  # seconds the receiver waits for the sender
+    ebs: EbsSettings = EbsSettings()  # method ebs: snapshot the donor's volume (ROADMAP)
 
     @model_validator(mode="before")
     @classmethod
@@ -139,6 +141,9 @@ class CopySettings(_Strict):
                 "keep_system_schema is refused: the whole datadir is copied because a partial "
                 "copy breaks the server (MariaDB keeps InnoDB system tables such as "
                 "mysql.gtid_slave_pos in ibdata1; MySQL 8 keeps its data dictionary in mysql.ibd)")
+        if isinstance(data, dict) and "ebs" in data and data.get("method") != "ebs":
+            raise ValueError("copy.ebs is set but copy.method is not ebs: set method: ebs, or "
+                             "remove the ebs section")
         if isinstance(data, dict) and "keep_system_schema" in data:
             data = {k: v for k, v in data.items() if k != "keep_system_schema"}
         return data

@@ -23,9 +23,11 @@ from resync.model.keys import (
     fact_version,
 )
 from resync.model.runbook import LoadedRunbook
-from resync.plan.estimate import Estimate
+from resync.plan.estimate import EbsEstimate, Estimate
 from resync.steps.base import Step
 from resync.steps.copy.commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
+from resync.steps.copy.ebs.keys import EbsTargets
+from resync.steps.copy.ebs.steps import BuildVolume, CopyFromVolume, ReleaseVolume, SnapshotDonor
 from resync.steps.copy.pipeline import CopyDatadir
 from resync.steps.datadir import MoveDatadirAside, old_datadir_path
 from resync.steps.direction import errant_recheck
@@ -58,7 +60,7 @@ class PlanFacts:
     source: str  # "detected", "given", or "assumed"
     gtid_enabled: Mapping[str, bool] = field(default_factory=dict)
     tools: Mapping[str, frozenset[str]] = field(default_factory=dict)  # per host; empty: assumed
-    estimate: Estimate | None = None
+    estimate: Estimate | EbsEstimate | None = None
     down: frozenset[str] = frozenset()  # hosts whose server was found stopped (the recipient only)
     # not a fact but the operator's decision, kept with them so that resume rebuilds the same plan
     discard_errant: bool = False
@@ -131,12 +133,16 @@ def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
             if tool not in tools:
                 raise BadInputError(f"the copy settings need {tool} but {host} has none "
                                     f"(apt-get install {tool})")
+    if c.method == "ebs":  # the recipient copies from a volume: neither stream tools nor pv
+        needed = []
     spec = CopySpec(
         donor=rb.donor, recipient=rb.recipient, donor_datadir=d_host.datadir,
         recipient_datadir=r_host.datadir.rstrip("/"), listen_address=r_host.address, port=c.port,
         owner=r_host.owner, excludes=excludes_for(facts.versions[rb.donor].flavor, c.exclude),
         method=c.method, compress=c.compress, compress_level=c.compress_level,
         compress_threads=c.compress_threads, rate_limit_mb_per_s=c.rate_limit_mb_per_s)
+    if c.method == "ebs":
+        return spec
     if c.method == "ssh":
         user = (r_host.ssh.user if r_host.ssh else None)
         target = c.ssh.target or (f"{user}@{r_host.address}" if user else r_host.address)
@@ -216,6 +222,9 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         steps.append(StopReplication(donor, dialects[donor], "donor, replica of the old primary",
                                      user=rb.replication.user,
                                      password_env=rb.replication.password_env))
+    if rb.copy_.method == "ebs":
+        steps += ebs_copy_steps(loaded, facts, spec, recheck, restart_donor)
+    elif rebuild_primary:
         donor_lock = ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
                                         "stop writes before shutdown", stop_donor, recapture=True,
                                         start_if_down=restart_donor)
@@ -224,17 +233,19 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         donor_lock = ReadLockAndCapture(donor, dialects[donor], "source", timeout,
                                         "the replica will start from here", stop_donor,
                                         recapture=True, start_if_down=restart_donor)
-    steps += [
-        donor_lock,
-        StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
-        StopService(donor, d_host.db_service, d_host.datadir, "donor",
-                    requires=(LockAlive(donor, donor_lock.session), *recheck)),
-        MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
-        CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
-                    listen_timeout=rb.copy_.listen_timeout),
-        StartService(recipient, r_host.db_service, r_host.datadir, "recipient", dialects[recipient]),
-        StartService(donor, d_host.db_service, d_host.datadir, "donor", dialects[donor]),
-    ]
+    if rb.copy_.method != "ebs":
+        steps += [
+            donor_lock,
+            StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
+            StopService(donor, d_host.db_service, d_host.datadir, "donor",
+                        requires=(LockAlive(donor, donor_lock.session), *recheck)),
+            MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
+            CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
+                        listen_timeout=rb.copy_.listen_timeout),
+            StartService(recipient, r_host.db_service, r_host.datadir, "recipient",
+                         dialects[recipient]),
+            StartService(donor, d_host.db_service, d_host.datadir, "donor", dialects[donor]),
+        ]
     lock_needed: tuple[Action, ...] = ()
     if rebuild_primary:
         lock = ReadLockAndCapture(primary, dialects[primary], "source", timeout,
@@ -257,6 +268,34 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     steps += [MakeWritable(primary, replica, dialects[primary], dialects[replica]),
               VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout)]
     steps += [RestoreMemberships(h, rb.hosts[h]) for h in members]
-    if page is not None:  # the last step: the application is served again
+    if page is not None:  # the application is served again
         steps.append(MaintenanceOff(page))
+    if rb.copy_.method == "ebs":  # off the application's path: the temporary volume goes last
+        steps.append(ReleaseVolume(recipient, rb.copy_.ebs, EbsTargets.of(rb.copy_.ebs)))
     return Plan(loaded, facts, mode, tuple(steps))
+
+
+def ebs_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
+                   recheck: tuple[Action, ...], restart_donor: tuple[Action, ...]) -> list[Step]:
+    """Lock the donor only while its snapshot starts; the donor keeps running. The recipient is
+    stopped after the snapshot has started, checked again for errant transactions, and its
+    datadir moved aside before the volume is made and copied from."""
+    rb = loaded.model
+    donor, recipient = rb.donor, rb.recipient
+    r_host = rb.hosts[recipient]
+    d_dialect, r_dialect = dialect_for(facts.versions[donor]), dialect_for(facts.versions[recipient])
+    settings, targets = rb.copy_.ebs, EbsTargets.of(rb.copy_.ebs)
+    rebuild_primary = rb.primary_after == recipient
+    snapshot = StepId(StepKind.EBS_SNAPSHOT, donor)
+    # the snapshot is the donor's state at these coordinates
+    lock = ReadLockAndCapture(donor, d_dialect, "donor" if rebuild_primary else "source",
+                              rb.locks.lock_wait_timeout, "the snapshot's coordinates", snapshot,
+                              recapture=True, start_if_down=restart_donor)
+    return [lock,
+            SnapshotDonor(donor, recipient, d_dialect, settings, targets, rb.name, lock.session,
+                          donor_becomes_replica=rebuild_primary),
+            StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
+            MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck),
+            BuildVolume(recipient, settings, targets, rb.name, donor),
+            CopyFromVolume(spec, rb.copy_.stall_timeout),
+            StartService(recipient, r_host.db_service, r_host.datadir, "recipient", r_dialect)]

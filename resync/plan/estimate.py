@@ -36,3 +36,71 @@ class Estimate:
                 "estimate.bandwidth_source": self.bandwidth_source,
                 "estimate.copy_seconds": round(self.copy_seconds, 1),
                 "estimate.write_downtime_seconds": round(self.write_downtime_seconds, 1)}
+
+
+# The EBS copy's figures. AWS publishes no snapshot or lazy-load rate: these are assumptions,
+# named as such wherever they are shown. A first snapshot stores every used block (later ones of
+# the same volume only the changed blocks: faster); a volume made from a snapshot loads each
+# block from S3 the first time it is read.
+SNAPSHOT_BYTES_PER_SECOND = 100e6
+RESTORED_READ_BYTES_PER_SECOND = 50e6
+# FLUSH TABLES WITH READ LOCK on an idle server, then one create_snapshot call (well under a
+# second on AWS), then UNLOCK TABLES: the lock's usual span, with room for a slow API answer
+EBS_LOCK_SECONDS = 2.0
+# create_volume -> available -> attached -> device found, and at the end detach -> delete
+EBS_VOLUME_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class EbsEstimate:
+    volume_gib: int
+    used_bytes: int  # of the donor's volume's filesystem (df): what a first snapshot stores
+    datadir_bytes: int  # what the copy from the new volume reads
+    donor_writable_after: bool  # the donor is the primary afterwards: it takes writes again
+    freeze: bool = False
+
+    @property
+    def snapshot_seconds(self) -> float:
+        return self.used_bytes / SNAPSHOT_BYTES_PER_SECOND
+
+    @property
+    def copy_seconds(self) -> float:
+        return self.datadir_bytes / RESTORED_READ_BYTES_PER_SECOND
+
+    @property
+    def lock_seconds(self) -> float:
+        return EBS_LOCK_SECONDS + (1.0 if self.freeze else 0.0)
+
+    @property
+    def write_downtime_seconds(self) -> float:
+        """The donor takes writes again right after the lock when it stays the primary; else
+        nothing takes writes until the rebuilt recipient does."""
+        if self.donor_writable_after:
+            return self.lock_seconds
+        return (self.lock_seconds + self.snapshot_seconds + EBS_VOLUME_SECONDS + self.copy_seconds
+                + OVERHEAD_SECONDS)
+
+    def describe(self) -> str:
+        return (f"donor volume {self.volume_gib} GiB, {self.used_bytes / 1e9:.2f} GB used (df): "
+                f"first snapshot ~{self.snapshot_seconds:.0f}s (assumed "
+                f"{SNAPSHOT_BYTES_PER_SECOND / 1e6:.0f} MB/s: AWS publishes no rate; later "
+                f"snapshots of the volume store only changed blocks); write lock "
+                f"~{self.lock_seconds:.0f}s (FLUSH TABLES WITH READ LOCK + create_snapshot"
+                f"{' + fsfreeze' if self.freeze else ''}); copy of {self.datadir_bytes / 1e9:.2f} "
+                f"GB from the new volume ~{self.copy_seconds:.0f}s (assumed "
+                f"{RESTORED_READ_BYTES_PER_SECOND / 1e6:.0f} MB/s: its blocks load from S3 on first "
+                f"read); write-downtime ~{self.write_downtime_seconds:.0f}s" +
+                (" (the donor takes writes again once the snapshot has started)"
+                 if self.donor_writable_after else
+                 f" (lock, snapshot, {EBS_VOLUME_SECONDS:g}s for the volume, copy, "
+                 f"{OVERHEAD_SECONDS:g}s for starting and re-pointing)"))
+
+    def as_values(self) -> dict[str, float | int | str]:
+        return {"estimate.volume_gib": self.volume_gib,
+                "estimate.volume_used_bytes": self.used_bytes,
+                "estimate.datadir_bytes": self.datadir_bytes,
+                "estimate.snapshot_seconds": round(self.snapshot_seconds, 1),
+                "estimate.snapshot_rate_source": "assumed",
+                "estimate.write_lock_seconds": round(self.lock_seconds, 1),
+                "estimate.copy_seconds": round(self.copy_seconds, 1),
+                "estimate.write_downtime_seconds": round(self.write_downtime_seconds, 1)}

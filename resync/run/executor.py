@@ -95,6 +95,7 @@ class Executor:
     _hosts: dict[str, Host] = field(default_factory=dict)
     _sessions: dict[str, Session] = field(default_factory=dict)
     _held: dict[str, Session] = field(default_factory=dict)
+    _held_since: dict[str, float] = field(default_factory=dict)
     _aws: dict[str, Any] = field(default_factory=dict)
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -375,6 +376,7 @@ class Executor:
             session.close()
             raise
         self._held[action.session] = session
+        self._held_since[action.session] = time.monotonic()
 
     def _release(self, action: ReleaseLock, aid: str) -> None:
         started = time.monotonic()
@@ -392,6 +394,9 @@ class Executor:
                                   f"('{action.session}') had died before it was released: the "
                                   "server may have accepted writes while it should not have")
             self._sql(Sql(action.host, "UNLOCK TABLES"), aid, session, kind="release")
+            since = self._held_since.pop(action.session, None)
+            if action.into is not None and since is not None:
+                self.capture(action.into, round(time.monotonic() - since, 3))
         finally:
             session.close()
 

@@ -39,6 +39,7 @@ from resync.plan.build import Plan, build_plan, journaled_facts
 from resync.plan.document import differences, plan_document
 from resync.run.executor import Executor, ProgressFn
 from resync.run.journal import Journal, JournalLock, MemoryJournal, StepState
+from resync.steps.copy.ebs.keys import WRITE_LOCK_SECONDS
 
 
 def runbook_secrets(loaded: LoadedRunbook) -> list[Secret]:
@@ -112,6 +113,12 @@ def measure_estimate(exe: Executor, plan: Plan) -> Any:
     exe.begin("estimate")
     exe.run([Shell.line(spec.donor, f"du -sb {skip} {q(spec.donor_datadir)} | cut -f1",
                         privileged=True, into=DONOR_BYTES)])
+    if spec.method == "ebs":
+        from resync.steps.copy.ebs.checks import discovery_actions, ebs_estimate
+
+        rb = plan.loaded.model
+        exe.run(list(discovery_actions(plan.loaded)))
+        return ebs_estimate(exe.captured, rb.copy_.ebs, rb.primary_after == rb.donor)
     size = int(str(exe.captured[str(DONOR_BYTES)]))
     declared = plan.loaded.model.copy_.bandwidth_mb_per_s
     if declared:
@@ -187,6 +194,13 @@ def record_downtime(journal: Journal, plan: Plan) -> None:
         record = journal.step(step.key)
         return record.started_at, record.finished_at
 
+    rb = plan.loaded.model
+    if rb.copy_.method == "ebs" and primary == rb.donor:
+        # the donor took writes again once its snapshot had started: that lock is the downtime
+        held = journal.data.captured.get(str(WRITE_LOCK_SECONDS))
+        if held is not None:
+            journal.capture(str(WRITE_DOWNTIME), held)
+        return
     lock_start, _ = timing(StepKind.READ_LOCK)
     _, end = timing(StepKind.MAKE_WRITABLE, primary)
     copy_start, copy_end = timing(StepKind.COPY)

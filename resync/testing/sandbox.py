@@ -3,6 +3,11 @@
 Each server lives in <root>/<name>: my.cnf, data/, tmp/, run/ (socket, pid), error.log, start.sh
 and stop.sh (a runbook's service commands). The scripts rely on my.cnf alone, so they keep working
 once the datadir is replaced by a physical copy from another server. Needs root (user=mysql).
+
+With `loop_volumes=True` each <root>/<name> is the mount point of its own ext4 filesystem, a sparse
+1 GiB image <root>/<name>.img on a loop device (as a data volume on EC2): the datadir is a
+sub-directory of it, never the mount point itself (resync renames the datadir aside). destroy()
+unmounts and detaches them once the servers are stopped. Needs losetup, mkfs.ext4, mount, umount.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -43,6 +48,9 @@ CLIENT_TOOLS = ("mariadb", "mariadb-admin", "mariadb-install-db")
 INSTALL_HINT = "apt-get install mariadb-server mariadb-client mariadb-backup"
 START_TIMEOUT = 30  # seconds start.sh waits for the server to accept root on its socket
 STOP_TIMEOUT = 60  # seconds stop.sh waits for the process to be gone
+LOOP_TOOLS = ("truncate", "mkfs.ext4", "losetup", "mount", "umount")
+LOOP_IMAGE_SIZE = "1G"
+UMOUNT_TIMEOUT = 5.0  # seconds of retries while a filesystem is busy, then a lazy unmount
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, NUL included
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as a runbook's host names
 
@@ -112,6 +120,53 @@ def _run(argv: Sequence[str] | str, what: str, timeout: float, stdin: str | None
     return done.stdout
 
 
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo."""
+
+    device: tuple[int, int]  # (major, minor) of the filesystem: os.major/minor of st_dev
+    root: str  # the directory of the filesystem mounted there: "/" unless a bind mount
+    target: Path
+    source: str  # /dev/loop3, tmpfs, ...
+
+
+def _unescape_mountinfo(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def mount_table() -> list[MountEntry]:
+    """This process's mounts, in /proc/self/mountinfo order (a mount after those it covers)."""
+    entries = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        dash = fields.index("-")
+        major, minor = fields[2].split(":")
+        entries.append(MountEntry((int(major), int(minor)), _unescape_mountinfo(fields[3]),
+                                  Path(_unescape_mountinfo(fields[4])),
+                                  _unescape_mountinfo(fields[dash + 2])))
+    return entries
+
+
+def _mounts_at_or_under(path: Path) -> list[MountEntry]:
+    path = path.resolve()
+    return [m for m in mount_table() if m.target == path or path in m.target.parents]
+
+
+def loop_backing_file(device: str) -> str | None:
+    """The file behind /dev/loopN (" (deleted)" appended once removed); None when unbound."""
+    try:
+        name = Path(device).name
+        return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _thaw(target: Path) -> None:
+    """fsfreeze -u: a no-op (EINVAL) unless frozen; nothing froze it where there is no fsfreeze."""
+    with contextlib.suppress(FileNotFoundError):
+        subprocess.run(["fsfreeze", "-u", str(target)], capture_output=True, check=False, timeout=30)
+
+
 def _blocked_for_mysql(path: Path) -> Path | None:
     """The first directory on the way to path that user mysql cannot traverse (mode bits only)."""
     try:
@@ -172,6 +227,8 @@ class SandboxServer:
     address: str
     port: int
     server_id: int
+    image: Path | None = None  # loop_volumes: the ext4 image mounted on `base`
+    loop_device: str | None = None  # loop_volumes: /dev/loopN of `image`, once attached
 
     @property
     def datadir(self) -> Path:
@@ -245,9 +302,11 @@ class Sandbox:
     def __init__(self, root: Path, names: Sequence[str] = ("db1", "db2"),
                  base_port: int | None = None, address: str | Sequence[str] = "127.0.0.1",
                  admin_password: str | None = None, repl_password: str | None = None,
-                 logs_outside_datadir: bool = False) -> None:
+                 logs_outside_datadir: bool = False, loop_volumes: bool = False) -> None:
         # logs_outside_datadir: binary and relay logs under <server>/logs, as /var/log/mysql
         self.logs_outside_datadir = logs_outside_datadir
+        # loop_volumes: each <server> directory is an ext4 filesystem on a loop device
+        self.loop_volumes = loop_volumes
         if not names or len(set(names)) != len(names) or not all(map(_NAME.fullmatch, names)):
             raise ValueError(f"server names must be distinct identifiers: {names!r}")
         self.root = Path(root).absolute()
@@ -262,7 +321,8 @@ class Sandbox:
         self.app_password = env(APP_PASSWORD_ENV) or secrets.token_hex(12)
         port = _free_base_port(addresses[0], len(names)) if base_port is None else base_port
         self.servers: tuple[SandboxServer, ...] = tuple(
-            SandboxServer(name, self.root / name, addresses[i], port + i, i + 1)
+            SandboxServer(name, self.root / name, addresses[i], port + i, i + 1,
+                          image=self.root / f"{name}.img" if loop_volumes else None)
             for i, name in enumerate(names))
 
     def __getitem__(self, name: str) -> SandboxServer:
@@ -282,10 +342,12 @@ class Sandbox:
     def create(self) -> None:
         """Write config and scripts, initialise and start every server, create the users."""
         self._check_prerequisites()
-        atexit.register(self.kill_all)
+        atexit.register(self._at_exit)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self.root.chmod(0o755)
+            if self.loop_volumes:
+                self._attach_volumes()
             for server in self.servers:
                 self._write_files(server)
             first = self.servers[0]
@@ -299,6 +361,8 @@ class Sandbox:
                 server.sql(self._users_sql())
         except BaseException:
             self.kill_all()
+            with contextlib.suppress(SandboxError):  # destroy() tries again and reports
+                self._release_volumes()
             raise
 
     def start_all(self) -> None:
@@ -311,15 +375,85 @@ class Sandbox:
 
     def kill_all(self, grace: float = 15.0) -> None:
         """SIGTERM every mariadbd of this sandbox (found by my.cnf path), SIGKILL after `grace`."""
+        if self.loop_volumes:  # a server blocked on a frozen filesystem would survive SIGKILL
+            self._thaw_volumes()
         _terminate([pid for server in self.servers for pid in server.pids()], grace)
 
     def destroy(self, grace: float = 15.0) -> None:
-        """Stop every server (no process of ours survives), then remove the root directory."""
+        """Stop every server (no process of ours survives), unmount and detach the loop volumes
+        (loop_volumes), then remove the root directory."""
         try:
             self.kill_all(grace)
         finally:
-            atexit.unregister(self.kill_all)
-        shutil.rmtree(self.root, ignore_errors=True)
+            atexit.unregister(self._at_exit)
+        try:
+            self._release_volumes()
+        finally:
+            if not (self.loop_volumes and _mounts_at_or_under(self.root)):  # not through a mount
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    def _at_exit(self) -> None:
+        try:
+            self.kill_all()
+        finally:
+            self._release_volumes()
+
+    def _attach_volumes(self) -> None:
+        """Per server: a sparse ext4 image on a loop device, mounted on the server's directory."""
+        servers = list(self.servers)
+        for i, s in enumerate(servers):
+            assert s.image is not None
+            _run(["truncate", "-s", LOOP_IMAGE_SIZE, str(s.image)], f"{s.name}: truncate", 30)
+            _run(["mkfs.ext4", "-q", str(s.image)], f"{s.name}: mkfs.ext4", 120)
+            device = _run(["losetup", "-f", "--show", str(s.image)], f"{s.name}: losetup", 30)
+            servers[i] = replace(s, loop_device=device.strip())
+            self.servers = tuple(servers)  # recorded at once: destroy() detaches it
+            s.base.mkdir(mode=0o755)
+            _run(["mount", device.strip(), str(s.base)], f"{s.name}: mount {device.strip()}", 30)
+            s.base.chmod(0o755)  # the filesystem's root directory: user mysql goes through it
+
+    def _thaw_volumes(self) -> None:
+        for target in {m.target for s in self.servers for m in _mounts_at_or_under(s.base)}:
+            _thaw(target)
+
+    def _release_volumes(self) -> None:
+        """Unmount everything at or under each server's directory, latest mount first, then
+        detach the loop devices of its image. Idempotent; tolerates a partial setup. A mount still
+        busy after UMOUNT_TIMEOUT is detached lazily (and reported): nothing stays mounted."""
+        if not self.loop_volumes:
+            return
+        errors: list[str] = []
+        for s in self.servers:
+            while mounts := _mounts_at_or_under(s.base):
+                target = mounts[-1].target
+                _thaw(target)
+                deadline = time.monotonic() + UMOUNT_TIMEOUT
+                while (done := subprocess.run(["umount", str(target)], capture_output=True,
+                                              text=True, check=False, timeout=60)).returncode:
+                    if time.monotonic() > deadline:
+                        errors.append(f"umount {target}: {done.stderr.strip()} (unmounted lazily)")
+                        subprocess.run(["umount", "-l", str(target)], capture_output=True,
+                                       check=False, timeout=60)
+                        break
+                    time.sleep(0.2)
+                if mounts == _mounts_at_or_under(s.base):
+                    errors.append(f"{target} could not be unmounted")
+                    break
+            devices: set[str] = set()
+            if s.image is not None and s.image.exists():
+                listed = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", str(s.image)],
+                                        capture_output=True, text=True, check=False, timeout=30)
+                devices |= set(listed.stdout.split())
+            backing = loop_backing_file(s.loop_device) if s.loop_device else None
+            if s.loop_device and backing and backing.removesuffix(" (deleted)") == str(s.image):
+                devices.add(s.loop_device)
+            for device in sorted(devices):
+                done = subprocess.run(["losetup", "-d", device], capture_output=True, text=True,
+                                      check=False, timeout=30)
+                if done.returncode:
+                    errors.append(f"losetup -d {device}: {done.stderr.strip()}")
+        if errors:
+            raise SandboxError("loop volumes not released cleanly: " + "; ".join(errors))
 
     def setup_replication(self, primary: str, replica: str, timeout: float = 30.0) -> None:
         """GTID replication (slave_pos) from primary to replica; waits until both threads run."""
@@ -375,6 +509,10 @@ class Sandbox:
             raise SandboxError("the sandbox must run as root (mariadbd runs as user mysql)")
         if self.root.exists() and any(self.root.iterdir()):
             raise SandboxError(f"{self.root} is not empty (destroy() deletes it): pick a new root")
+        missing = [tool for tool in LOOP_TOOLS if shutil.which(tool) is None]
+        if self.loop_volumes and missing:
+            raise SandboxError(f"loop_volumes needs {', '.join(missing)}: "
+                               "apt-get install util-linux mount e2fsprogs coreutils")
         for server in self.servers:
             if len(str(server.socket)) > _MAX_SOCKET_PATH:
                 raise SandboxError(f"socket path too long for a unix socket: {server.socket}")

@@ -25,7 +25,7 @@ from resync.plan.document import differences, plan_document, step_views
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
-EXAMPLES = ("rebuild-old-primary", "rebuild-replica")
+EXAMPLES = ("rebuild-old-primary", "rebuild-replica", "rebuild-replica-ebs")
 UPDATE = os.environ.get("RESYNC_UPDATE_GOLDEN") == "1"
 
 

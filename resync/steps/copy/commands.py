@@ -18,7 +18,7 @@ from resync.actions.types import Ref, Shell
 from resync.model.errors import ResyncError
 from resync.model.keys import OLD_DATADIR, RUN_ID, Key
 
-Method = Literal["stream", "ssh"]
+Method = Literal["stream", "ssh", "ebs"]
 Compress = Literal["none", "zstd", "lz4"]
 
 # Never copied: the donor's binary/relay logs and replication state (the recipient gets its own),
@@ -164,8 +164,9 @@ def _pack(spec: CopySpec) -> str:
 MARK = "resync-copy-run"
 
 
-def _tagged(host: str, script: str) -> Shell:
-    return Shell.line(host, f": {MARK} ", Ref(RUN_ID), "; " + script, privileged=True)
+def tagged(host: str, *script: str | Ref) -> Shell:
+    """A copy end, tagged with the run id so that `stop_leftovers` finds it after a crash."""
+    return Shell.line(host, f": {MARK} ", Ref(RUN_ID), "; ", *script, privileged=True)
 
 
 def stop_leftovers(host: str) -> Shell:
@@ -182,7 +183,7 @@ def stop_leftovers(host: str) -> Shell:
 def receiver(spec: CopySpec) -> Shell | None:
     if spec.method == "ssh":
         return None  # the donor's ssh client runs the receiving half
-    return _tagged(spec.recipient, _unpack(spec, listen(spec.listener, spec.listen_address,
+    return tagged(spec.recipient, _unpack(spec, listen(spec.listener, spec.listen_address,
                                                         spec.port)))
 
 
@@ -198,7 +199,7 @@ def _ssh_to_recipient(spec: CopySpec, remote_script: str) -> str:
 def sender(spec: CopySpec) -> Shell:
     sink = (connect(spec.connector, spec.listen_address, spec.port) if spec.method == "stream"
             else _ssh_to_recipient(spec, _unpack(spec, "cat")))
-    return _tagged(spec.donor, f"set -euo pipefail; {_HASH_FIFO}{_pack(spec)} | {sink}; "
+    return tagged(spec.donor, f"set -euo pipefail; {_HASH_FIFO}{_pack(spec)} | {sink}; "
                    + _report("sent"))
 
 

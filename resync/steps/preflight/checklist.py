@@ -15,6 +15,7 @@ from resync.model.keys import DONOR_BYTES, Key, preflight_value
 from resync.model.runbook import LoadedRunbook
 from resync.plan.estimate import PROBE_BYTES
 from resync.steps.copy.commands import CopySpec, parent_dir, ssh_reachability
+from resync.steps.copy.ebs.checks import ebs_checks, ebs_tools
 from resync.steps.copy.pipeline import BandwidthProbe
 from resync.steps.direction import errant_gate
 from resync.steps.preflight.checks import Check
@@ -132,7 +133,9 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
         lambda c: not_a_mount_point(c, recipient, datadir)))
     if donor not in down:
         checks.append(_replication_user_check(loaded))
-    for host, tools in ((donor, donor_tools(spec)), (recipient, recipient_tools(spec))):
+    tools_of = (ebs_tools(loaded) if spec.method == "ebs"
+                else (donor_tools(spec), recipient_tools(spec)))
+    for host, tools in zip((donor, recipient), tools_of, strict=True):
         checks.append(Check(
             f"{host}: tools", f"{', '.join(tools)} installed",
             (Shell.line(host, "; ".join(f"command -v {t} >/dev/null || echo {t}" for t in tools),
@@ -146,6 +149,8 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
          Shell.line(recipient, f"df -B1 --output=avail {q(parent_dir(spec.recipient_datadir))} "
                                "| tail -1", into=preflight_value(recipient, "free_bytes"))),
         lambda c: enough_disk_space(c, recipient, parent_dir(spec.recipient_datadir))))
+    if spec.method == "ebs":
+        return (*checks, *ebs_checks(loaded))
     if spec.method == "ssh":
         checks.append(Check(
             f"{donor}: ssh to {recipient}", "the donor's ssh client logs in without a prompt",
