@@ -295,6 +295,14 @@ class Dialect:
     def replica_status(self) -> Statement:
         return Statement(f"SHOW {self.syntax.replica_word} STATUS")
 
+    def flush_engine_logs(self) -> Statement:
+        """InnoDB's redo log written to disk, the commit records included: with the binary log
+        on, a commit makes only the binlog durable, so a crash-consistent copy taken under the
+        read lock would otherwise hold transactions InnoDB knows only as prepared, which the
+        copied server cannot resolve without the donor's binary logs (it refuses to start).
+        The same words in both flavors; NO_WRITE_TO_BINLOG: nothing for replicas to repeat."""
+        return Statement("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
+
     def binlog_status(self) -> Statement:
         """One row (none if binary logging is off) with columns File and Position."""
         return Statement(self.syntax.binlog_status)

@@ -113,11 +113,15 @@ class SnapshotDonor(Step):
             Ref(DONOR_VOLUME), run_id=Ref(RUN_ID), runbook=self.runbook, region=region,
             name=SNAPSHOT_NAME.format(donor=self.donor, recipient=self.recipient))
         snap: Action = Frozen(self.donor, (start,)) if self.settings.freeze else start
+        flush = self.dialect.flush_engine_logs()
         stay_read_only = tuple(Sql(self.donor, s.sql) for s in self.dialect.set_read_only(True))
         return (
             # a snapshot an earlier attempt started is of coordinates that were captured again
             When(IsSet(SNAPSHOT_ID), (delete_snapshot(SNAPSHOT, region=region, missing_ok=True),),
                  otherwise_note="no earlier snapshot"),
+            # every commit made durable in InnoDB's own log: the copy must recover without the
+            # donor's binary logs (it does not get them)
+            Sql(self.donor, flush.sql, session=self.session),
             snap,
             *(stay_read_only if self.read_only else ()),
             ReleaseLock(self.donor, self.session, into=WRITE_LOCK_SECONDS))
