@@ -58,6 +58,10 @@ def test_the_lock_is_released_once_the_snapshot_has_started() -> None:
     release = actions[-1]
     assert isinstance(release, ReleaseLock) and release.into == WRITE_LOCK_SECONDS
     assert create == len(actions) - 2, "nothing between the snapshot's start and the unlock"
+    # InnoDB's commits made durable in its own log right before (the copy gets no binlogs)
+    flush = actions[create - 1]
+    assert isinstance(flush, Sql) and flush.sql == "FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS"
+    assert flush.session == release.session, "under the lock"
     # the replica rebuild: the donor (the primary) takes writes again at once
     assert not any(isinstance(a, Sql) and "read_only" in a.sql for a in actions)
     # and the lock is the one the step before took
@@ -80,8 +84,8 @@ def test_seed_scenario_keeps_the_donor_read_only_and_frozen_only_around_the_snap
     assert parts[0].startswith("fsfreeze -f ") and "fsfreeze -u" in parts[-1]
     assert next(p for p in frozen.parts() if isinstance(p, AwsCall)).operation == "create_snapshot"
     # the donor becomes the replica of its own copy: read-only before the lock goes
-    tail = [a.sql for a in actions if isinstance(a, Sql)]
-    assert tail == ["SET GLOBAL read_only = ON"]
+    statements = [a.sql for a in actions if isinstance(a, Sql)]
+    assert statements == ["FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS", "SET GLOBAL read_only = ON"]
     assert isinstance(actions[-1], ReleaseLock)
     undo = [a.render() if isinstance(a, Leaf) else "" for a in snap.undo_plan()]
     assert any("fsfreeze -u" in u for u in undo), "a rollback thaws"
