@@ -34,16 +34,25 @@ def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
         *([("stopped servers", ", ".join(sorted(plan.facts.down)) + ": not running (nothing holds "
             "its datadir open); version read from its server binary")] if plan.facts.down else []),
         ("copy", _copy_line(plan)),
-        ("old datadir", f"kept at {rb.hosts[rb.recipient].datadir.rstrip('/')}.resync-<run_id> "
+        ("old datadir", "kept on the recipient's old data volume, detached (ebs mode swap), "
+                        "until the operator removes it" if _swap(plan) else
+                        f"kept at {rb.hosts[rb.recipient].datadir.rstrip('/')}.resync-<run_id> "
                         "until the operator removes it"),
         ("values in <...>", "captured while the run goes (coordinates, run id)"),
         ("estimate", plan.facts.estimate.describe() if plan.facts.estimate else
+         "with --detect: the donor's volume and datadir sizes, snapshot and lock times (`resync "
+         "check` shows them too)" if rb.copy_.method == "ebs" else
          "with --detect: datadir size and a bandwidth probe (`resync check` measures it too)"),
         *([("ERRANT TRANSACTIONS", "--discard-errant: transactions only the recipient has are "
             "DISCARDED from the served data (they stay in its binary logs, kept with its old "
             "datadir)")] if plan.facts.discard_errant else []),
         ("plan sha256", plan_sha256 or plan_document(plan)["plan_sha256"]),
     ]
+
+
+def _swap(plan: Plan) -> bool:
+    c = plan.loaded.model.copy_
+    return c.method == "ebs" and c.ebs.mode == "swap"
 
 
 def _copy_line(plan: Plan) -> str:
@@ -56,7 +65,9 @@ def _copy_line(plan: Plan) -> str:
                 f"mode {e.mode}; the snapshot is {'kept' if e.keep_snapshot else 'deleted'} "
                 "at the end; the donor keeps running" +
                 ("; prewarm: not needed in mode copy (the copy reads every block once)"
-                 if e.mode == "copy" and e.prewarm else ""))
+                 if e.mode == "copy" and e.prewarm else "") +
+                (f"; the new volume replaces the recipient's data volume ({e.fstab} rewritten)"
+                 if e.mode == "swap" else ""))
     line = f"{c.method}, port {c.port}" if c.method == "stream" else "ssh (OpenSSH client on the donor)"
     line += f", compress {c.compress}"
     if c.compress == "none":

@@ -14,6 +14,7 @@ ebs:
   prewarm: false
   timeout: 7200
   region: us-east-1          # default: boto3's own (AWS_DEFAULT_REGION, the profile)
+  fstab: /etc/fstab          # mode swap: the line of the data mount point gets the new UUID
 ```
 
 `test_serials` (block device name -> serial) exists ONLY for tests on loop devices, which carry
@@ -133,6 +134,7 @@ class EbsSettings(Strict):
     prewarm: bool = False  # read every data file once before the server starts
     timeout: int = Field(default=7200, ge=60, le=7 * 24 * 3600)  # seconds for the snapshot
     region: Annotated[str | None, AfterValidator(_region)] = None  # default: boto3's own
+    fstab: str = Field(default="/etc/fstab", pattern=r"^/[^\s'\"]*$")  # mode swap rewrites a line
     # ONLY for tests on loop devices (no serial): kernel name -> serial; empty on EC2
     test_serials: Annotated[dict[str, str], AfterValidator(_serials)] = Field(default_factory=dict)
 

@@ -19,6 +19,8 @@ class StepKind(StrEnum):
     COPY = "copy-datadir"
     EBS_SNAPSHOT = "ebs-snapshot"
     EBS_VOLUME = "ebs-volume"
+    EBS_SWAP = "ebs-swap"
+    EBS_PREWARM = "ebs-prewarm"
     EBS_RELEASE = "ebs-release"
     START_SERVICE = "start-service"
     RESET_BINLOGS = "reset-binlogs"

@@ -28,6 +28,7 @@ from resync.steps.base import Step
 from resync.steps.copy.commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
 from resync.steps.copy.ebs.keys import EbsTargets
 from resync.steps.copy.ebs.steps import BuildVolume, CopyFromVolume, ReleaseVolume, SnapshotDonor
+from resync.steps.copy.ebs.swap import PrewarmData, SwapVolume
 from resync.steps.copy.pipeline import CopyDatadir
 from resync.steps.datadir import MoveDatadirAside, old_datadir_path
 from resync.steps.direction import errant_recheck
@@ -291,11 +292,17 @@ def ebs_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
     lock = ReadLockAndCapture(donor, d_dialect, "donor" if rebuild_primary else "source",
                               rb.locks.lock_wait_timeout, "the snapshot's coordinates", snapshot,
                               recapture=True, start_if_down=restart_donor)
-    return [lock,
-            SnapshotDonor(donor, recipient, d_dialect, settings, targets, rb.name, lock.session,
-                          donor_becomes_replica=rebuild_primary),
-            StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
-            MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck),
-            BuildVolume(recipient, settings, targets, rb.name, donor),
-            CopyFromVolume(spec, rb.copy_.stall_timeout),
+    steps: list[Step] = [
+        lock,
+        SnapshotDonor(donor, recipient, d_dialect, settings, targets, rb.name, lock.session,
+                      donor_becomes_replica=rebuild_primary),
+        StopService(recipient, r_host.db_service, r_host.datadir, "recipient")]
+    build = BuildVolume(recipient, settings, targets, rb.name, donor)
+    if settings.mode == "copy":
+        steps += [MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck), build,
+                  CopyFromVolume(spec, rb.copy_.stall_timeout)]
+    else:  # the new volume becomes the data volume: pre-warmed (if asked) before the start
+        steps += [build, SwapVolume(spec, settings, targets, gate=recheck),
+                  *([PrewarmData(spec, rb.copy_.stall_timeout)] if settings.prewarm else [])]
+    return [*steps,
             StartService(recipient, r_host.db_service, r_host.datadir, "recipient", r_dialect)]

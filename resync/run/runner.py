@@ -39,7 +39,7 @@ from resync.plan.build import Plan, build_plan, journaled_facts
 from resync.plan.document import differences, plan_document
 from resync.run.executor import Executor, ProgressFn
 from resync.run.journal import Journal, JournalLock, MemoryJournal, StepState
-from resync.steps.copy.ebs.keys import WRITE_LOCK_SECONDS
+from resync.steps.copy.ebs.keys import OLD_VOLUME, WRITE_LOCK_SECONDS
 
 
 def runbook_secrets(loaded: LoadedRunbook) -> list[Secret]:
@@ -342,15 +342,27 @@ def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: b
         exe = executor_for(loaded, journal)
         exe.begin("cleanup")
         size_key = Key("cleanup.old_datadir_size")
+        ebs = loaded.model.copy_.ebs
+        swapped = loaded.model.copy_.method == "ebs" and ebs.mode == "swap"
         try:
-            exe.run([Shell.line(recipient, "du -sh ", Ref(OLD_DATADIR), " | cut -f1",
-                                privileged=True, into=size_key)])
-            console.print(f"old datadir of {recipient}: {old} "
-                          f"({journal.data.captured.get(str(size_key))})")
+            if swapped:  # the old datadir is on the old data volume, detached; its logs aside
+                old = (f"data volume {journal.data.captured.get(str(OLD_VOLUME))} (detached) and "
+                       f"what went aside at {old}.*")
+                console.print(f"old datadir of {recipient}: {old}")
+            else:
+                exe.run([Shell.line(recipient, "du -sh ", Ref(OLD_DATADIR), " | cut -f1",
+                                    privileged=True, into=size_key)])
+                console.print(f"old datadir of {recipient}: {old} "
+                              f"({journal.data.captured.get(str(size_key))})")
             if not yes and not Confirm.ask("delete it for good?", console=console, default=False):
                 raise Aborted("cleanup aborted by the operator; nothing was deleted")
             exe.run([When(IsSet(OLD_DATADIR), (Shell.line(
                 recipient, "rm -rf -- ", *_kept_paths(), privileged=True),))], prefix="1.")
+            if swapped:
+                from resync.steps.copy.ebs.cleanup import delete_volume
+
+                exe.run([When(IsSet(OLD_VOLUME), (delete_volume(
+                    Ref(OLD_VOLUME), region=ebs.region, missing_ok=True),))], prefix="2.")
             journal.capture(str(CLEANUP_REMOVED), time.time())
         finally:
             exe.close()

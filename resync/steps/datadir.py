@@ -38,6 +38,29 @@ class OutsideDir(Condition):
         return bool(value) and not str(value).startswith(self.directory.rstrip("/") + "/")
 
 
+def logs_aside(host: str, datadir: str, *, undo: bool) -> tuple[Action, ...]:
+    """Logs outside the datadir, moved into <old datadir>.<kind>/ (and back)."""
+    out: list[Action] = []
+    old = Ref(OLD_DATADIR)
+    for variable, kind in LOGS:
+        base = preflight_value(host, variable)
+        # the rebuilt server's own logs there go aside too (".rejected"), never deleted
+        move = (Shell.line(host, "set -e; d=\"$(dirname ", Ref(base), ")\"; "
+                           "if [ -d ", old, f".{kind} ]; then mkdir -p ", old,
+                           f".rejected.{kind}; for f in ", Ref(base), ".*; do [ -e \"$f\" ] "
+                           "&& mv -n -- \"$f\" ", old, f".rejected.{kind}/; done; for f in ",
+                           old, f".{kind}/*; do [ -e \"$f\" ] && mv -n -- \"$f\" \"$d\"/; "
+                           "done; rmdir ", old, f".{kind}; fi", privileged=True)
+                if undo else
+                Shell.line(host, "set -e; mkdir -p ", old, f".{kind}; for f in ",
+                           Ref(base), ".*; do [ -e \"$f\" ] && mv -n -- \"$f\" ", old,
+                           f".{kind}/; done; true", privileged=True))
+        out.append(When(OutsideDir(base, datadir), (move,),
+                        otherwise_note="in the datadir (or off, or unknown: the server was "
+                                       "down at preflight): nothing else to move"))
+    return tuple(out)
+
+
 class MoveDatadirAside(Step):
     destructive = True
     why = ("the copy needs an empty datadir; the old one (and its logs kept elsewhere) is kept "
@@ -53,28 +76,6 @@ class MoveDatadirAside(Step):
         user, _, group = owner.partition(":")
         self.user, self.group = user, group or user
 
-    def _logs(self, undo: bool) -> tuple[Action, ...]:
-        """Logs outside the datadir, moved into <old datadir>.<kind>/ (and back)."""
-        out: list[Action] = []
-        old = Ref(OLD_DATADIR)
-        for variable, kind in LOGS:
-            base = preflight_value(self.host_name, variable)
-            # the rebuilt server's own logs there go aside too (".rejected"), never deleted
-            move = (Shell.line(self.host_name, "set -e; d=\"$(dirname ", Ref(base), ")\"; "
-                               "if [ -d ", old, f".{kind} ]; then mkdir -p ", old,
-                               f".rejected.{kind}; for f in ", Ref(base), ".*; do [ -e \"$f\" ] "
-                               "&& mv -n -- \"$f\" ", old, f".rejected.{kind}/; done; for f in ",
-                               old, f".{kind}/*; do [ -e \"$f\" ] && mv -n -- \"$f\" \"$d\"/; "
-                               "done; rmdir ", old, f".{kind}; fi", privileged=True)
-                    if undo else
-                    Shell.line(self.host_name, "set -e; mkdir -p ", old, f".{kind}; for f in ",
-                               Ref(base), ".*; do [ -e \"$f\" ] && mv -n -- \"$f\" ", old,
-                               f".{kind}/; done; true", privileged=True))
-            out.append(When(OutsideDir(base, self.datadir), (move,),
-                            otherwise_note="in the datadir (or off, or unknown: the server was "
-                                           "down at preflight): nothing else to move"))
-        return tuple(out)
-
     def plan(self) -> tuple[Action, ...]:
         d = q(self.datadir)
         old = Ref(OLD_DATADIR)
@@ -85,7 +86,7 @@ class MoveDatadirAside(Step):
                            "set -e; if [ ! -e ", old, " ]; then mv -T ", d, " ", old, "; fi; "
                            f"[ -d {d} ] || install -d -o {q(self.user)} -g {q(self.group)} "
                            f"-m 0750 {d}", privileged=True),
-                *self._logs(undo=False))
+                *logs_aside(self.host_name, self.datadir, undo=False))
 
     def undo_plan(self) -> tuple[Action, ...]:
         d = q(self.datadir)
@@ -97,4 +98,4 @@ class MoveDatadirAside(Step):
                            "set -e; if [ -d ", old, " ]; then if [ -e ", d, " ]; then mv -T ", d,
                            " ", old, ".rejected; fi; mv -T ", old, " ", d, "; fi; test -d ", d,
                            privileged=True),
-                *self._logs(undo=True))
+                *logs_aside(self.host_name, self.datadir, undo=True))

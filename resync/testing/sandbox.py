@@ -6,7 +6,9 @@ once the datadir is replaced by a physical copy from another server. Needs root 
 
 With `loop_volumes=True` each <root>/<name> is the mount point of its own ext4 filesystem, a sparse
 1 GiB image <root>/<name>.img on a loop device (as a data volume on EC2): the datadir is a
-sub-directory of it, never the mount point itself (resync renames the datadir aside). destroy()
+sub-directory of it, never the mount point itself (resync renames the datadir aside); with
+`volume_mount="datadir"` the datadir itself is the mount point instead (the common layout on EC2,
+a data volume at /var/lib/mysql, which the EBS copy's mode swap replaces). destroy()
 unmounts and detaches them once the servers are stopped. Needs losetup, mkfs.ext4, mount, umount.
 """
 
@@ -31,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from resync.actions.quoting import sql_literal
 from resync.model.errors import ResyncError
@@ -302,11 +304,13 @@ class Sandbox:
     def __init__(self, root: Path, names: Sequence[str] = ("db1", "db2"),
                  base_port: int | None = None, address: str | Sequence[str] = "127.0.0.1",
                  admin_password: str | None = None, repl_password: str | None = None,
-                 logs_outside_datadir: bool = False, loop_volumes: bool = False) -> None:
+                 logs_outside_datadir: bool = False, loop_volumes: bool = False,
+                 volume_mount: Literal["base", "datadir"] = "base") -> None:
         # logs_outside_datadir: binary and relay logs under <server>/logs, as /var/log/mysql
         self.logs_outside_datadir = logs_outside_datadir
         # loop_volumes: each <server> directory is an ext4 filesystem on a loop device
         self.loop_volumes = loop_volumes
+        self.volume_mount = volume_mount  # where each volume is mounted: <server> or its datadir
         if not names or len(set(names)) != len(names) or not all(map(_NAME.fullmatch, names)):
             raise ValueError(f"server names must be distinct identifiers: {names!r}")
         self.root = Path(root).absolute()
@@ -354,6 +358,10 @@ class Sandbox:
             _run(["mariadb-install-db", f"--defaults-file={first.cnf}", "--skip-test-db",
                   "--auth-root-authentication-method=normal"], f"{first.name}: install-db", 120)
             for server in self.servers[1:]:  # a clone is 4x faster than another install-db
+                if self.loop_volumes and self.volume_mount == "datadir":  # a mount point stays
+                    _run(["cp", "-a", f"{first.datadir}/.", str(server.datadir)], "cp -a datadir",
+                         120)
+                    continue
                 server.datadir.rmdir()
                 _run(["cp", "-a", str(first.datadir), str(server.datadir)], "cp -a datadir", 120)
             for server in self.servers:
@@ -409,6 +417,13 @@ class Sandbox:
             servers[i] = replace(s, loop_device=device.strip())
             self.servers = tuple(servers)  # recorded at once: destroy() detaches it
             s.base.mkdir(mode=0o755)
+            if self.volume_mount == "datadir":
+                s.datadir.mkdir(mode=0o750)
+                _run(["mount", device.strip(), str(s.datadir)], f"{s.name}: mount", 30)
+                (s.datadir / "lost+found").rmdir()  # it would be a schema `#mysql50#lost+found`
+                s.datadir.chmod(0o750)
+                shutil.chown(s.datadir, "mysql", "mysql")
+                continue
             _run(["mount", device.strip(), str(s.base)], f"{s.name}: mount {device.strip()}", 30)
             s.base.chmod(0o755)  # the filesystem's root directory: user mysql goes through it
 

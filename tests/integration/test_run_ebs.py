@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+import pytest
 import yaml
 from aws import aws_fixture, moto_endpoint_fixture  # noqa: F401  (fixtures by name)
 from ebs_peer import EbsWorld, ebs_pair_fixture, ebs_world_fixture  # noqa: F401
@@ -47,6 +48,17 @@ def ebs_runbook(tmp_path: Path, world: EbsWorld, *, donor: str, recipient: str,
     path = tmp_path / "runbook.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def drift(pair: Sandbox, host: str) -> None:
+    """A row only the replica has, never binlogged (a drift, not an errant transaction)."""
+    conn = connect(pair, host)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute("INSERT INTO app.orders VALUES (8888, 'drift only on the replica', 0)")
+    finally:
+        conn.close()
 
 
 def tagged(world: EbsWorld, run_id: str) -> dict[str, list[str]]:
@@ -101,8 +113,7 @@ def test_replica_rebuilt_from_a_snapshot_while_the_primary_keeps_serving(
     world, pair = ebs_pair, ebs_pair.sandbox
     load_app_data(pair)
     sql(pair, "db1", "CREATE TABLE app.ticks (n INT PRIMARY KEY) ENGINE=InnoDB")
-    sql(pair, "db2", "SET GLOBAL read_only = OFF")
-    sql(pair, "db2", "SET SESSION sql_log_bin = 0")  # a drift of the replica: repaired by the run
+    drift(pair, "db2")  # repaired by the run
     runbook = ebs_runbook(tmp_path, world, donor="db1", recipient="db2", primary_after="db1",
                           freeze=True)
     donor_pid = mariadbd_pid(pair["db1"])
@@ -232,3 +243,114 @@ def test_cleanup_by_run_id_deletes_what_a_killed_run_left(tmp_path: Path,
     (detach,) = world.of_kind("detach")
     assert detach.volume_id == left["volumes"][0]
     assert world.restored is None and world.errors == []
+
+
+def test_check_shows_the_figures_and_refuses_a_taken_attach_name(tmp_path: Path,
+                                                                 ebs_pair: EbsWorld) -> None:
+    world = ebs_pair
+    good = ebs_runbook(tmp_path, world, donor="db1", recipient="db2", primary_after="db1")
+    out = resync(tmp_path, "check", str(good), check=True).stdout
+    flat = " ".join(out.split())
+    assert f"donor {world.instances['db1']} (the runbook) in us-east-1a" in flat
+    assert f"{world.volumes['db1']}: 1 GiB in us-east-1a, ext4" in flat
+    assert "first snapshot ~" in flat and "write lock ~2s" in flat
+
+    (tmp_path / "taken").mkdir()
+    taken = ebs_runbook(tmp_path / "taken", world, donor="db1", recipient="db2",
+                        primary_after="db1", device="/dev/sdf")  # db2's own data volume is there
+    proc = resync(tmp_path, "check", str(taken))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "/dev/sdf is taken on the recipient" in " ".join(proc.stdout.split())
+    assert world.of_kind("snapshot") == [], "a check changes nothing"
+
+
+@pytest.fixture(name="swap_pair")
+def swap_pair_fixture(make_sandbox: Any, ebs_world: Any) -> EbsWorld:
+    """db1 primary -> db2 replica, each datadir the mount point of its own loop volume."""
+    sandbox = make_sandbox(loop_volumes=True, volume_mount="datadir")
+    sandbox.setup_replication("db1", "db2")
+    world: EbsWorld = ebs_world(sandbox)
+    return world
+
+
+def fstab_for(tmp_path: Path, world: EbsWorld, server: str) -> Path:
+    """An fstab (the test's own file: never the machine's) with the data mount of `server`."""
+    s = world.sandbox[server]
+    path = tmp_path / "fstab"
+    path.write_text("# <file system> <mount point> <type> <options> <dump> <pass>\n"
+                    "UUID=0000-root / ext4 errors=remount-ro 0 1\n"
+                    f"{s.loop_device} {s.datadir} ext4 noatime,nofail 0 2\n")
+    return path
+
+
+def test_swap_makes_the_new_volume_the_data_volume_and_keeps_the_old_one(
+        tmp_path: Path, swap_pair: EbsWorld) -> None:
+    world, pair = swap_pair, swap_pair.sandbox
+    load_app_data(pair)
+    drift(pair, "db2")
+    fstab = fstab_for(tmp_path, world, "db2")
+    before = fstab.read_text()
+    runbook = ebs_runbook(tmp_path, world, donor="db1", recipient="db2", primary_after="db1",
+                          mode="swap", prewarm=True, fstab=str(fstab))
+    # a file of the donor's that must not come along (the copy's exclusions: relay logs)
+    (pair["db1"].datadir / "relay-bin.000999").write_bytes(b"donor's own")
+
+    out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
+
+    assert "verification (CHECKSUM TABLE)" in out
+    assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 8888") == [{"n": 0}]
+    sql(pair, "db1", "INSERT INTO app.orders VALUES (7001, 'after the swap', 1)")
+    wait_rows(pair, "db2", "SELECT item FROM app.orders WHERE id = 7001", [{"item": "after the swap"}])
+    journal = json.loads(journal_of(tmp_path).read_text())
+    captured = journal["captured"]
+    # db2's datadir is now the volume made from the snapshot, its fstab line follows it
+    (mount,) = [m for m in _mounts() if str(m.target) == str(pair["db2"].datadir)]
+    assert mount.source == world.restore_device
+    uuid = captured["recipient.ebs.new_uuid"]
+    assert subprocess.run(["blkid", "-s", "UUID", "-o", "value", world.restore_device],
+                          capture_output=True, text=True).stdout.strip() == uuid
+    lines = fstab.read_text().splitlines()
+    assert lines[:2] == before.splitlines()[:2], "the other lines are untouched"
+    assert lines[2].split() == [f"UUID={uuid}", str(pair["db2"].datadir), "ext4",
+                                "noatime,nofail", "0", "2"]
+    assert Path(f"{fstab}.resync-{journal['run_id']}").read_text() == before
+    # the donor's own files did not come along; the old volume is kept, detached
+    assert not (pair["db2"].datadir / "relay-bin.000999").exists()
+    assert captured["recipient.ebs.old.volume_id"] == world.volumes["db2"]
+    ec2 = world.aws.client("ec2")
+    old = ec2.describe_volumes(VolumeIds=[world.volumes["db2"]])["Volumes"][0]
+    assert old["State"] == "available" and old["Attachments"] == []
+    assert captured["ebs.prewarm_seconds"] >= 0
+    # swap: the new volume stays (it is the data volume); the snapshot goes
+    left = tagged(world, journal["run_id"])
+    assert left == {"volumes": [world.restore_volume_id], "snapshots": []}
+    assert "match" in verify_ok(tmp_path, runbook)
+
+    # once verified, cleanup deletes the old data volume (and what went aside)
+    resync(tmp_path, "cleanup", "--yes", str(journal_of(tmp_path)), check=True)
+    assert ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [world.volumes["db2"]]}])[
+        "Volumes"] == []
+
+
+def test_rollback_of_a_swap_puts_the_old_volume_and_fstab_back(tmp_path: Path,
+                                                                swap_pair: EbsWorld) -> None:
+    world, pair = swap_pair, swap_pair.sandbox
+    load_app_data(pair)
+    drift(pair, "db2")
+    fstab = fstab_for(tmp_path, world, "db2")
+    before = fstab.read_text()
+    runbook = ebs_runbook(tmp_path, world, donor="db1", recipient="db2", primary_after="db1",
+                          mode="swap", fstab=str(fstab))
+    resync(tmp_path, "run", "--yes", str(runbook), check=True)
+
+    resync(tmp_path, "rollback", "--yes", "--force", str(journal_of(tmp_path)), check=True)
+
+    (mount,) = [m for m in _mounts() if str(m.target) == str(pair["db2"].datadir)]
+    assert mount.source == pair["db2"].loop_device, "db2's own volume is its data volume again"
+    assert fstab.read_text() == before
+    assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 8888") == [{"n": 1}]
+    journal = json.loads(journal_of(tmp_path).read_text())
+    assert tagged(world, journal["run_id"]) == {"volumes": [], "snapshots": []}
+    ec2 = world.aws.client("ec2")
+    old = ec2.describe_volumes(VolumeIds=[world.volumes["db2"]])["Volumes"][0]
+    assert [a["InstanceId"] for a in old["Attachments"]] == [world.instances["db2"]]

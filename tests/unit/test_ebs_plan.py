@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import line_no, runbook_error
+from support import runbook_error
 from test_render import make_plan
 
 from resync.actions.types import Composite, Leaf, ReleaseLock, Sql
 from resync.lb.aws import AwsCall
-from resync.plan.build import Plan
+from resync.model.runbook import parse_runbook
+from resync.plan.build import Plan, assumed_facts, build_plan
 from resync.plan.estimate import EbsEstimate
 from resync.steps.copy.ebs.keys import WRITE_LOCK_SECONDS
 from resync.steps.copy.ebs.steps import Frozen, SnapshotDonor
@@ -136,7 +137,7 @@ def test_ebs_section_without_the_method_names_the_line(tmp_path: Path) -> None:
     path.write_text(bad)
     err = runbook_error(path)
     assert "copy.ebs is set but copy.method is not ebs" in str(err)
-    assert f"rb.yaml:{line_no(bad, 'copy:')}: copy:" in str(err)
+    assert f"rb.yaml:{bad.splitlines().index('copy:') + 1}: copy:" in str(err)
 
 
 @pytest.mark.parametrize(("writable", "expected"), [(True, 2.0), (False, 2 + 100 + 60 + 20 + 20)])
@@ -149,3 +150,45 @@ def test_estimate_in_seconds(writable: bool, expected: float) -> None:
     text = e.describe()
     assert "first snapshot ~100s" in text and "write lock ~2s" in text and "assumed" in text
     assert e.as_values()["estimate.snapshot_rate_source"] == "assumed"
+
+
+
+def replica_ebs(*edits: tuple[str, str]) -> Plan:
+    """The example runbook with each (old, new) edit made (each old text found once)."""
+    label = Path("runbooks") / "rebuild-replica-ebs.yaml"
+    text = (Path(__file__).resolve().parents[2] / label).read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    loaded = parse_runbook(text, label)
+    return build_plan(loaded, assumed_facts(loaded, {}))
+
+
+SWAP = ("    mode: copy ", "    mode: swap ")
+PREWARM = ("    prewarm: false", "    prewarm: true")
+
+
+def test_swap_replaces_the_data_volume_and_keeps_the_new_one() -> None:
+    plan = replica_ebs(SWAP)
+    assert keys(plan) == [
+        "preflight", "read-lock:db1:source", "ebs-snapshot:db1", "stop-service:db2",
+        "ebs-volume:db2", "ebs-swap:db2", "start-service:db2", "point-replica:db2",
+        "wait-replica:db2", "make-writable:db1", "verify-data:db1=db2", "ebs-release:db2"]
+    swap = plan.steps[5]
+    texts = [a.render() for a in swap.plan() if isinstance(a, Leaf)]
+    assert any(t.startswith("ec2 detach_volume VolumeId=<recipient.ebs.old.volume_id>")
+               for t in texts)
+    fstab = next(t for t in texts if "awk" in t and "/etc/fstab" in t)
+    assert "cp -p /etc/fstab /etc/fstab.resync-<run_id>" in fstab
+    assert "mv -f /etc/fstab.resync-tmp /etc/fstab" in fstab, "renamed over it: never half written"
+    undo = " ".join(a.render() for a in swap.undo_plan() if isinstance(a, Leaf))
+    assert "attach_volume VolumeId=<recipient.ebs.old.volume_id>" in undo
+    assert "cp -p /etc/fstab.resync-<run_id> /etc/fstab.resync-tmp" in undo
+    release = " ".join(a.render() for a in plan.steps[-1].plan() if isinstance(a, Leaf))
+    assert "delete_snapshot" in release and "delete_volume" not in release, "the volume stays"
+
+
+def test_prewarm_reads_the_new_volume_right_before_the_start_in_mode_swap() -> None:
+    k = keys(replica_ebs(SWAP, PREWARM))
+    assert k.index("ebs-prewarm:db2") + 1 == k.index("start-service:db2")
+    assert "ebs-prewarm:db2" not in keys(replica_ebs(PREWARM)), "mode copy reads every block"

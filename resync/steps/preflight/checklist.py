@@ -126,11 +126,15 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
                                                      captured_layout(c, recipient))))
     checks += _surroundings(loaded, spec, up, versions)
     datadir = _datadir(loaded, recipient)
-    checks.append(Check(
-        f"{recipient}: datadir not a mount point", "it is renamed aside, so it must be a directory",
-        (Shell.line(recipient, f"if mountpoint -q {q(datadir)}; then echo mount; else echo dir; fi",
-                    into=preflight_value(recipient, "datadir_kind")),),
-        lambda c: not_a_mount_point(c, recipient, datadir)))
+    # mode swap replaces the recipient's data volume: nothing is renamed, nothing copied into it
+    swap = spec.method == "ebs" and rb.copy_.ebs.mode == "swap"
+    if not swap:
+        checks.append(Check(
+            f"{recipient}: datadir not a mount point", "it is renamed aside, so it must be a "
+            "directory",
+            (Shell.line(recipient, f"if mountpoint -q {q(datadir)}; then echo mount; else echo "
+                                   "dir; fi", into=preflight_value(recipient, "datadir_kind")),),
+            lambda c: not_a_mount_point(c, recipient, datadir)))
     if donor not in down:
         checks.append(_replication_user_check(loaded))
     tools_of = (ebs_tools(loaded) if spec.method == "ebs"
@@ -142,13 +146,19 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
                         into=preflight_value(host, "missing_tools")),),
             lambda c, h=host, t=tools: tools_installed(c, h, t)))  # type: ignore[misc]
     skip = " ".join(f"--exclude={q(p.removeprefix('./'))}" for p in spec.excludes)
-    checks.append(Check(
-        "disk space", f"free space on {recipient} >= {DISK_FACTOR} x the donor's datadir as copied",
-        (Shell.line(donor, f"du -sb {skip} {q(spec.donor_datadir)} | cut -f1", privileged=True,
-                    into=DONOR_BYTES),
-         Shell.line(recipient, f"df -B1 --output=avail {q(parent_dir(spec.recipient_datadir))} "
-                               "| tail -1", into=preflight_value(recipient, "free_bytes"))),
-        lambda c: enough_disk_space(c, recipient, parent_dir(spec.recipient_datadir))))
+    size = Shell.line(donor, f"du -sb {skip} {q(spec.donor_datadir)} | cut -f1", privileged=True,
+                      into=DONOR_BYTES)
+    if swap:
+        checks.append(Check("datadir size", "the donor's datadir as a pre-warm would read it",
+                            (size,), lambda c: f"{int(str(c[str(DONOR_BYTES)])) / 1e9:.2f} GB"))
+    else:
+        checks.append(Check(
+            "disk space", f"free space on {recipient} >= {DISK_FACTOR} x the donor's datadir as "
+            "copied",
+            (size, Shell.line(recipient, f"df -B1 --output=avail "
+                                         f"{q(parent_dir(spec.recipient_datadir))} | tail -1",
+                              into=preflight_value(recipient, "free_bytes"))),
+            lambda c: enough_disk_space(c, recipient, parent_dir(spec.recipient_datadir))))
     if spec.method == "ebs":
         return (*checks, *ebs_checks(loaded))
     if spec.method == "ssh":

@@ -141,25 +141,27 @@ class FindAttachedDevice(External):
     host: str
     prefix: str
     volume: Text
-    requested_device: str
+    requested_device: Text
     serial_overrides: Overrides = ()
     kind = "ebs-discover"
 
     def template(self) -> Template:
-        vol = Slot(self.volume.key, Fmt.TEXT) if isinstance(self.volume, Ref) else self.volume
-        return ("the block device of ", vol, f" attached as {self.requested_device}: by serial "
-                f"(Nitro) or by that name (Xen), in {self.prefix}.lsblk"
-                f"{_overrides_note(self.serial_overrides)}")
+        def word(value: Text) -> str | Slot:
+            return Slot(value.key, Fmt.TEXT) if isinstance(value, Ref) else value
+
+        return ("the block device of ", word(self.volume), " attached as ",
+                word(self.requested_device), ": by serial (Nitro) or by that name (Xen), in "
+                f"{self.prefix}.lsblk{_overrides_note(self.serial_overrides)}")
 
     def perform(self, ctx: ExternalContext) -> Outcome:
         volume = captured_text(self.volume, ctx.captured)
-        device = find_attached_device(volume, self.requested_device,
+        device = find_attached_device(volume, captured_text(self.requested_device, ctx.captured),
                                       parse_lsblk(_captured(ctx, self.prefix, "lsblk")),
                                       dict(self.serial_overrides))
         return Outcome(detail=f"{volume} is {device}", values={Key(f"{self.prefix}.device"): device})
 
 
-def recipient_device_actions(host: str, volume: Text, requested_device: str,
+def recipient_device_actions(host: str, volume: Text, requested_device: Text,
                              prefix: str = "recipient.ebs",
                              serial_overrides: Mapping[str, str] | None = None) -> tuple[Leaf, ...]:
     """lsblk on the recipient, then the device of the attached volume (never guessed)."""

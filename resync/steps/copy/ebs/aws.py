@@ -287,10 +287,13 @@ def wait_volume_available(volume: Text = VOLUME, *, timeout: float = 600.0,
                       missing_ok=missing_ok)
 
 
-def attach_volume(volume: Text, instance: Text, device: str, *,
-                  region: str | None = None) -> Ec2Call:
+def attach_volume(volume: Text, instance: Text, device: Text, *, region: str | None = None,
+                  already_ok: bool = False) -> Ec2Call:
+    """`already_ok`: a volume in use already (a repeated rollback) is fine: the wait for its
+    attachment to `instance` that follows decides."""
     return Ec2Call(operation="attach_volume", region=region, params=(
-        ("VolumeId", volume), ("InstanceId", instance), ("Device", device)))
+        ("VolumeId", volume), ("InstanceId", instance), ("Device", device)),
+        accept=("VolumeInUse",) if already_ok else ())
 
 
 def wait_attached(volume: Text, instance: Text, *, timeout: float = 600.0, interval: float = 5.0,

@@ -13,12 +13,12 @@ from typing import Any
 
 from resync.actions.external import ExternalContext, Outcome
 from resync.actions.quoting import q
-from resync.actions.types import Captured, Leaf, Shell
+from resync.actions.types import Captured, Leaf, Ref, Shell, Value
 from resync.lb.imds import endpoint
 from resync.lb.params import Text, captured_text
-from resync.model.ebs import AUTO, EbsSettings
+from resync.model.ebs import AUTO, EbsSettings, attach_names
 from resync.model.errors import ResyncError
-from resync.model.keys import DONOR_BYTES
+from resync.model.keys import DONOR_BYTES, Key
 from resync.model.runbook import LoadedRunbook
 from resync.plan.estimate import EbsEstimate
 from resync.steps.copy.ebs import donor_volume_actions, host_identity
@@ -35,7 +35,15 @@ from resync.steps.copy.ebs.keys import (
     DONOR_VOLUME_ZONE,
     DONOR_ZONE,
     IMDS_PREFIX,
+    OLD,
+    OLD_DATADIR_IN_VOLUME,
+    OLD_FSTAB_LINES,
+    OLD_FSTYPE,
+    OLD_MOUNT,
+    OLD_ROOT_DISK,
+    OLD_VOLUME,
     RECIPIENT,
+    RECIPIENT_DEVICES,
     RECIPIENT_ZONE,
     EbsTargets,
 )
@@ -51,10 +59,14 @@ class DescribeInstanceZones(Ec2Call):
     operation: str = "describe_instances"
     note: str = "both instances in this region; their availability zones"
 
+    def outputs(self) -> tuple[Key, ...]:
+        return (DONOR_ZONE, RECIPIENT_ZONE, RECIPIENT_DEVICES)
+
     def interpret(self, answer: Mapping[str, Any], ctx: ExternalContext) -> Outcome:
-        zones = {i.get("InstanceId"): (i.get("Placement") or {}).get("AvailabilityZone")
-                 for r in answer.get("Reservations", []) for i in r.get("Instances", [])}
-        values = {}
+        instances = {i.get("InstanceId"): i for r in answer.get("Reservations", [])
+                     for i in r.get("Instances", [])}
+        zones = {k: (i.get("Placement") or {}).get("AvailabilityZone") for k, i in instances.items()}
+        values: dict[Key, Value] = {}
         seen = []
         for role, instance in self.roles:
             wanted = captured_text(instance, ctx.captured)
@@ -64,6 +76,9 @@ class DescribeInstanceZones(Ec2Call):
                                   "regions is not supported")
             values[DONOR_ZONE if role == "donor" else RECIPIENT_ZONE] = zones[wanted]
             seen.append(f"{role} {wanted} in {zones[wanted]}")
+            if role == "recipient":
+                values[RECIPIENT_DEVICES] = " ".join(sorted(
+                    str(m.get("DeviceName")) for m in instances[wanted].get("BlockDeviceMappings", [])))
         return Outcome(detail="; ".join(seen), values=values)
 
     def interpret_error(self, code: str, message: str, ctx: ExternalContext) -> Outcome:
@@ -122,6 +137,15 @@ def _zones(captured: Captured) -> str:
     return f"the new volume is made in {recipient}, where the recipient runs{across}"
 
 
+def _attach_name_free(captured: Captured, device: str) -> str:
+    in_use = str(captured.get(str(RECIPIENT_DEVICES)) or "").split()
+    taken = [n for n in attach_names(device) if n in in_use]
+    if taken:
+        raise ResyncError(f"{taken[0]} is taken on the recipient (its attach names: "
+                          f"{', '.join(in_use)}): set copy.ebs.device to a free one")
+    return f"{device} is free (in use: {', '.join(in_use) or 'none'})"
+
+
 def ebs_estimate(captured: Captured, settings: EbsSettings, donor_writable_after: bool) -> EbsEstimate:
     return EbsEstimate(int(captured_value_text(captured, DONOR_SIZE_GIB)),
                        int(captured_value_text(captured, DONOR_USED_BYTES)),
@@ -152,6 +176,40 @@ def discovery_actions(loaded: LoadedRunbook) -> tuple[Leaf, ...]:
     return tuple(out)
 
 
+def swap_actions(loaded: LoadedRunbook) -> tuple[Leaf, ...]:
+    """Mode swap: the recipient's own data volume, found as the donor's is, and its fstab line."""
+    rb = loaded.model
+    settings = rb.copy_.ebs
+    datadir = rb.hosts[rb.recipient].datadir.rstrip("/")
+    return (*donor_volume_actions(rb.recipient, datadir, EbsTargets.of(settings).recipient_instance,
+                                  prefix=OLD, serial_overrides=settings.test_serials),
+            Shell.line(rb.recipient, f"d=$(realpath -e {q(datadir)}); t=$(findmnt -n -o TARGET "
+                                     "-T \"$d\"); realpath -s --relative-to=\"$t\" \"$d\"",
+                       into=OLD_DATADIR_IN_VOLUME),
+            Shell.line(rb.recipient, "awk -v t=", Ref(OLD_MOUNT), " '$1 !~ /^#/ && $2 == t' ",
+                       q(settings.fstab), privileged=True, into=OLD_FSTAB_LINES))
+
+
+def _swap(captured: Captured, settings: EbsSettings, datadir: str) -> str:
+    if captured.get(str(OLD_ROOT_DISK)):
+        raise ResyncError(f"{datadir} is on the root volume: mode swap needs the datadir on a "
+                          "volume of its own (use mode copy)")
+    mine, theirs = (captured_value_text(captured, OLD_DATADIR_IN_VOLUME),
+                    captured_value_text(captured, DATADIR_IN_VOLUME))
+    mount = captured_value_text(captured, OLD_MOUNT)
+    if mine != theirs:
+        raise ResyncError(f"the donor's datadir is {theirs!r} in its volume, the recipient's "
+                          f"{mine!r} in its own: after a swap the datadir would not be at "
+                          f"{datadir} (use mode copy)")
+    lines = [line for line in str(captured.get(str(OLD_FSTAB_LINES)) or "").splitlines() if line]
+    if len(lines) != 1:
+        raise ResyncError(f"{settings.fstab} has {len(lines) or 'no'} line(s) for {mount}: the "
+                          "swap rewrites exactly one (mount it through fstab, or use mode copy)")
+    old = captured_value_text(captured, OLD_VOLUME)
+    return (f"{old} ({captured_value_text(captured, OLD_FSTYPE)} at {mount}) is detached and kept; "
+            f"the new volume takes its place and its line in {settings.fstab}: {lines[0]}")
+
+
 def ebs_tools(loaded: LoadedRunbook) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(donor's, recipient's) commands the EBS copy runs."""
     s = loaded.model.copy_.ebs
@@ -159,7 +217,9 @@ def ebs_tools(loaded: LoadedRunbook) -> tuple[tuple[str, ...], tuple[str, ...]]:
     donor = ("findmnt", "lsblk", "df", "du", "realpath", *(("fsfreeze",) if s.freeze else ()),
              *(imds if s.donor_instance == AUTO else ()))
     recipient = ("lsblk", "mount", "umount", "mountpoint", "tar", "du", "df", "find",
-                 *(imds if s.recipient_instance == AUTO else ()))
+                 *(imds if s.recipient_instance == AUTO else ()),
+                 *(("findmnt", "blkid", "awk", "realpath") if s.mode == "swap" else ()),
+                 *(("dd",) if s.prewarm else ()))
     return donor, recipient
 
 
@@ -170,6 +230,7 @@ def ebs_checks(loaded: LoadedRunbook) -> list[Check]:
     reads = discovery_actions(loaded)
     split = next(i for i, a in enumerate(reads) if isinstance(a, DescribeInstanceZones)) + 1
     datadir = rb.hosts[rb.donor].datadir.rstrip("/")
+    recipient_datadir = rb.hosts[rb.recipient].datadir.rstrip("/")
     donor_writable_after = rb.primary_after == rb.donor
     return [
         Check("ebs: instances", "both instances found in the region (ids from IMDSv2 on each "
@@ -180,6 +241,12 @@ def ebs_checks(loaded: LoadedRunbook) -> list[Check]:
               lambda c: _volume(c, settings, datadir)),
         Check("ebs: zone", "the new volume is made in the recipient's availability zone", (),
               _zones),
+        Check("ebs: attach name", f"{settings.device} is not in use on the recipient instance",
+              (), lambda c: _attach_name_free(c, settings.device)),
+        *([Check(f"ebs: {rb.recipient}'s data volume (swap)", "on a volume of its own, the "
+                 "datadir where the donor's is in its volume, one fstab line for its mount",
+                 swap_actions(loaded), lambda c: _swap(c, settings, recipient_datadir))]
+          if settings.mode == "swap" else []),
         Check("ebs: estimate", "snapshot time from the volume's used size, write-lock time, "
               "copy time", (), lambda c: ebs_estimate(c, settings, donor_writable_after).describe(),
               only_if_all_passed=True),

@@ -24,7 +24,19 @@ DONOR_ROOT_DISK = Key(f"{DONOR}.root_disk")
 DONOR_USED_BYTES = Key(f"{DONOR}.used_bytes")  # df: what a first snapshot has to store
 DATADIR_IN_VOLUME = Key(f"{DONOR}.datadir_in_volume")  # the datadir's path inside the volume
 RECIPIENT_DEVICE = Key(f"{RECIPIENT}.device")
+RECIPIENT_DEVICES = Key(f"{RECIPIENT}.attach_names_in_use")  # describe_instances
 WRITE_LOCK_SECONDS = Key("ebs.write_lock_seconds")
+# mode swap: the recipient's own data volume, found as the donor's is (same discovery)
+OLD = f"{RECIPIENT}.old"
+OLD_VOLUME = Key(f"{OLD}.volume_id")
+OLD_MOUNT = Key(f"{OLD}.mount_target")
+OLD_FSTYPE = Key(f"{OLD}.fstype")
+OLD_ROOT_DISK = Key(f"{OLD}.root_disk")
+OLD_ATTACH_DEVICE = Key(f"{OLD}.attach_device")  # describe_volumes: where it was attached
+OLD_DATADIR_IN_VOLUME = Key(f"{OLD}.datadir_in_volume")
+OLD_FSTAB_LINES = Key(f"{OLD}.fstab_lines")  # the fstab lines of its mount point
+OLD_DEVICE = Key(f"{OLD}.device")  # found again when a rollback attaches it back
+NEW_UUID = Key(f"{RECIPIENT}.new_uuid")  # the new volume's filesystem UUID (blkid)
 
 
 @dataclass(frozen=True)

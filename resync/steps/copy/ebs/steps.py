@@ -276,8 +276,10 @@ class ReleaseVolume(Step):
 
     def __init__(self, recipient: str, settings: EbsSettings, targets: EbsTargets) -> None:
         self.recipient, self.settings, self.targets = recipient, settings, targets
+        self.swap = settings.mode == "swap"
         self.id = StepId(StepKind.EBS_RELEASE, recipient)
-        self.title = ("Detach and delete the temporary volume" +
+        self.title = ("Delete the snapshot (the new volume is the data volume now)" if self.swap
+                      else "Detach and delete the temporary volume" +
                       ("" if settings.keep_snapshot else " and the snapshot"))
         self.hosts = (recipient,)
         self.why = ("nothing the run made is left behind (and billed); everything carries the "
@@ -288,6 +290,9 @@ class ReleaseVolume(Step):
 
     def plan(self) -> tuple[Action, ...]:
         s = self.settings
+        if self.swap:
+            return (() if s.keep_snapshot else
+                    (delete_snapshot(SNAPSHOT, region=s.region, missing_ok=True),))
         return (unmount(self.recipient),
                 *teardown(self.targets.recipient_instance, keep_snapshot=s.keep_snapshot,
                           region=s.region, missing_ok=True))
