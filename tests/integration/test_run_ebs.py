@@ -19,7 +19,7 @@ from typing import Any
 import pymysql
 import pytest
 import yaml
-from aws import aws_fixture, moto_endpoint_fixture  # noqa: F401  (fixtures by name)
+from aws import Imds, aws_fixture, imds_fixture, moto_endpoint_fixture  # noqa: F401  (by name)
 from ebs_peer import EbsWorld, ebs_pair_fixture, ebs_world_fixture  # noqa: F401
 from helpers import (
     connect,
@@ -354,3 +354,19 @@ def test_rollback_of_a_swap_puts_the_old_volume_and_fstab_back(tmp_path: Path,
     ec2 = world.aws.client("ec2")
     old = ec2.describe_volumes(VolumeIds=[world.volumes["db2"]])["Volumes"][0]
     assert [a["InstanceId"] for a in old["Attachments"]] == [world.instances["db2"]]
+
+
+def test_the_donor_instance_from_imds_and_the_figures_in_plan_detect(
+        tmp_path: Path, ebs_pair: EbsWorld, imds: Any) -> None:
+    world = ebs_pair
+    stand_in: Imds = imds(instance_id=world.instances["db1"], address="127.0.0.1",
+                          availability_zone="us-east-1a")
+    runbook = ebs_runbook(tmp_path, world, donor="db1", recipient="db2", primary_after="db1",
+                          donor_instance="auto")
+    out = " ".join(resync(tmp_path, "plan", "--detect", str(runbook), check=True).stdout.split())
+    assert "donor volume 1 GiB" in out and "first snapshot ~" in out and "write lock ~2s" in out
+    assert "(the donor takes writes again once the snapshot has started)" in out
+    token_reads = [r for r in stand_in.requests if r[0] == "PUT"]
+    assert token_reads, "the instance id was read through IMDSv2 (a token first)"
+    checked = " ".join(resync(tmp_path, "check", str(runbook), check=True).stdout.split())
+    assert f"donor {world.instances['db1']} (IMDSv2 on the host) in us-east-1a" in checked
