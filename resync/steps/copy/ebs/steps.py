@@ -21,10 +21,19 @@ from resync.actions.dialect import Dialect
 from resync.actions.quoting import q
 from resync.actions.types import Action, Composite, Leaf, Ref, ReleaseLock, Shell, Sql, When
 from resync.model.ebs import EbsSettings
+from resync.model.errors import ResyncError
 from resync.model.keys import COPY_BYTES, COPY_SECONDS, RUN_ID, StepId, StepKind
 from resync.run.executor import CompositeRun
 from resync.steps.base import Step
-from resync.steps.copy.commands import TAR_READ, TAR_WRITTEN, CopySpec, clear_partial, tagged
+from resync.steps.copy.commands import (
+    TAR_READ,
+    TAR_WRITTEN,
+    CopySpec,
+    clear_partial,
+    stop_leftovers,
+    tagged,
+)
+from resync.steps.copy.ebs import recipient_device_actions
 from resync.steps.copy.ebs.aws import (
     SNAPSHOT,
     SNAPSHOT_ID,
@@ -48,7 +57,7 @@ from resync.steps.copy.ebs.keys import (
     WRITE_LOCK_SECONDS,
     EbsTargets,
 )
-from resync.steps.copy.pipeline import StreamEnds
+from resync.steps.copy.pipeline import StreamEnds, run_ends
 from resync.steps.services import require_stopped
 
 # what a snapshot or a volume is called in the console and its Name tag
@@ -163,8 +172,6 @@ class BuildVolume(Step):
 
     def plan(self) -> tuple[Action, ...]:
         s, t = self.settings, self.targets
-        from resync.steps.copy.ebs import recipient_device_actions
-
         vol = s.volume
         previous = teardown(t.recipient_instance, keep_snapshot=True, region=s.region,
                             missing_ok=True)
@@ -230,9 +237,6 @@ class VolumeCopyEnds(StreamEnds):
         self.host = spec.recipient
 
     def execute(self, run: CompositeRun) -> None:
-        from resync.model.errors import ResyncError
-        from resync.steps.copy.pipeline import run_ends
-
         ends = run_ends(run, self)
         out = ends.sent.stdout + ends.sent.stderr
         written, read = TAR_WRITTEN.search(out), TAR_READ.search(out)
@@ -260,8 +264,6 @@ class CopyFromVolume(Step):
 
     def plan(self) -> tuple[Action, ...]:
         s = self.spec
-        from resync.steps.copy.commands import stop_leftovers
-
         return (stop_leftovers(s.recipient),  # of a killed attempt
                 *require_stopped(s.recipient, s.recipient_datadir, "the copy needs it stopped"),
                 unmount(s.recipient), clear_partial(s), mount_read_only(s.recipient),

@@ -25,7 +25,8 @@ from resync.model.keys import RUN_ID, Key, StepId, StepKind
 from resync.run.executor import CompositeRun
 from resync.steps.base import Step
 from resync.steps.copy.commands import CopySpec, tagged
-from resync.steps.copy.ebs.aws import VOLUME, attach_volume, wait_attached
+from resync.steps.copy.ebs import recipient_device_actions
+from resync.steps.copy.ebs.aws import VOLUME, attach_volume, wait_attached, wait_volume_available
 from resync.steps.copy.ebs.cleanup import detach_volume
 from resync.steps.copy.ebs.keys import (
     NEW_UUID,
@@ -99,7 +100,7 @@ class SwapVolume(Step):
                        m, "; fi", privileged=True),
             detach_volume(Ref(OLD_VOLUME), self.targets.recipient_instance, region=s.region,
                           missing_ok=True),
-            wait_attached_or_gone(Ref(OLD_VOLUME), s.region),
+            wait_detached(Ref(OLD_VOLUME), s.region),
             Shell.line(host, "mountpoint -q ", m, " || mount ", Ref(RECIPIENT_DEVICE), " ", m,
                        privileged=True),
             Shell.line(host, "blkid -s UUID -o value ", Ref(RECIPIENT_DEVICE), privileged=True,
@@ -108,8 +109,6 @@ class SwapVolume(Step):
             remove_donor_files(self.spec))
 
     def undo_plan(self) -> tuple[Action, ...]:
-        from resync.steps.copy.ebs import recipient_device_actions
-
         s, host = self.settings, self.spec.recipient
         m = Ref(OLD_MOUNT)
         instance = self.targets.recipient_instance
@@ -120,7 +119,7 @@ class SwapVolume(Step):
                        " = ", Ref(RECIPIENT_DEVICE), " ]; then umount ", m, "; fi", privileged=True),
             restore_fstab(host, s),
             detach_volume(VOLUME, instance, region=s.region, missing_ok=True),
-            wait_attached_or_gone(VOLUME, s.region),
+            wait_detached(VOLUME, s.region),
             attach_volume(Ref(OLD_VOLUME), instance, Ref(OLD_ATTACH_DEVICE), region=s.region,
                           already_ok=True),
             wait_attached(Ref(OLD_VOLUME), instance, region=s.region),
@@ -131,9 +130,8 @@ class SwapVolume(Step):
             *logs_aside(host, self.spec.recipient_datadir, undo=True))
 
 
-def wait_attached_or_gone(volume: Ref, region: str | None) -> Leaf:
-    from resync.steps.copy.ebs.aws import wait_volume_available
-
+def wait_detached(volume: Ref, region: str | None) -> Leaf:
+    """`available` again (detached from every instance), or gone: as good."""
     return wait_volume_available(volume, region=region, missing_ok=True)
 
 
