@@ -17,10 +17,16 @@ reconnecting after a failure) does one autocommit single-row INSERT every --inte
 --client-timeout for connect/read/write. Measured from the writer's record alone:
 - write-downtime: the longest interval without an acknowledged write (between consecutive
   acknowledgements; the writer runs from before the run until after it);
+- stalled: the sum of every such interval over STALL (0.25 s), each listed with the run's steps
+  that ran during it (from the journal's step times): a run can stop writes more than once,
+  and the step list shows which part of the run a stall belongs to;
 - failed: the writes refused or timed out.
 Also shown for comparison: resync's own `figures.write_downtime_seconds` (journal) and the run's
 wall time. After each run every acknowledged write must be on db1 and on db2 (once db2 has caught
-up): a loud failure otherwise. Runs alternate stream/ebs; medians per method, ratio ebs/stream.
+up): a loud failure otherwise; a write the client saw fail but the server committed is noted.
+Runs alternate stream/ebs; medians per method, ratio ebs/stream. A run whose `resync run` fails
+is reported loudly and left out of the medians; its journal, output, error logs and the writer's
+attempts are kept in /tmp/resync-downtime-kept-*/ (the exit status is then 1).
 
 The bulk data is written on db1 with sql_log_bin=0: the copy moves it, but no 300 MB of binary
 and relay logs fill the loop volumes (db2's pre-run contents do not matter: it is rebuilt).
@@ -29,7 +35,7 @@ the API call, which a real EBS snapshot start does not: that copy time is inside
 (shown as "snap copy").
 
 Usage (root; needs the tools ebs_peer.py lists, mariadbd, moto[server]):
-    .venv/bin/python bench/downtime_bench.py [--runs 3] [--size-mb 300]
+    .venv/bin/python bench/downtime_bench.py [--runs 3] [--size-mb 300] [--methods stream,ebs]
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from typing import Any
 import pymysql
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from resync.testing import sandbox as sandbox_module
@@ -76,6 +83,7 @@ METHODS = ("stream", "ebs")
 RUN_TIMEOUT = 900  # seconds for one `resync run`
 CATCH_UP_TIMEOUT = 120  # seconds for db2 to have every write of db1 after the run
 AFTER_RUN = 1.5  # seconds the writer goes on after the run (its last acknowledgements)
+HARNESS_RETRIES = 2  # runs again after ebs_peer's restore-device race (not resync's failure)
 STALL = 0.25  # seconds without an acknowledgement listed as a stall (the writer's normal: ~0.01)
 
 
@@ -114,6 +122,7 @@ class Attempt:
     ok: bool
     n: int  # the row's key
     end_wall: float  # time.time() at `end`: to place it among the journal's steps
+    error: str = ""  # the client's error, if not acknowledged
 
 
 class Writer:
@@ -147,7 +156,7 @@ class Writer:
         next_start = time.monotonic()
         while not self._stop.is_set():
             n += 1
-            start, ok = time.monotonic(), False
+            start, ok, error = time.monotonic(), False, ""
             try:
                 if conn is None:
                     conn = self._connect()
@@ -157,11 +166,12 @@ class Writer:
             except (pymysql.MySQLError, OSError) as exc:
                 key = f"{type(exc).__name__} {exc.args[0] if exc.args else ''}"
                 self.errors[key] = self.errors.get(key, 0) + 1
+                error = f"{key} after {time.monotonic() - start:.2f} s"
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
                 conn = None
-            self.attempts.append(Attempt(start, time.monotonic(), ok, n, time.time()))
+            self.attempts.append(Attempt(start, time.monotonic(), ok, n, time.time(), error))
             next_start = max(next_start + self.interval, time.monotonic())
             self._stop.wait(next_start - time.monotonic())
         if conn is not None:
@@ -181,9 +191,14 @@ class Writer:
 
     def gaps(self) -> list[tuple[float, float, float]]:
         """The intervals between consecutive acknowledgements: (seconds, wall-clock time of
-        the acknowledgement before and of the one after)."""
-        return [(b.end - a.end, a.end_wall, b.end_wall)
-                for a, b in itertools.pairwise(self.acked())]
+        the acknowledgement before and of the one after). If the writes never came back (a
+        failed run), the last interval ends with the writer's last attempt."""
+        acked = self.acked()
+        gaps = [(b.end - a.end, a.end_wall, b.end_wall) for a, b in itertools.pairwise(acked)]
+        if acked and self.attempts and not self.attempts[-1].ok:
+            last, end = acked[-1], self.attempts[-1]
+            gaps.append((end.end - last.end, last.end_wall, end.end_wall))
+        return gaps
 
 
 # -- one run -------------------------------------------------------------------------------------
@@ -193,22 +208,26 @@ class Writer:
 class Result:
     method: str
     downtime: float = 0.0  # the writer's longest interval without an acknowledgement
+    # every interval without an acknowledgement longer than STALL: (seconds, the run's steps
+    # that ran during it), in time order; the longest is `downtime`
+    stalls: list[tuple[float, list[str]]] = field(default_factory=list)
     failed: int = 0
     acked: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # the writer's, by kind
     resync_figure: float | None = None  # figures.write_downtime_seconds
     wall: float = 0.0  # `resync run`
     snapshot_copy: float | None = None  # ebs: the harness's image copy inside create_snapshot
     copy_bytes: int | None = None
     consistent: bool = False
-    # every interval without an acknowledgement longer than STALL: (seconds, the run's steps
-    # that ran during it), in time order; the longest is `downtime`
-    stalls: list[tuple[float, list[str]]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    run_error: str | None = None  # resync run failed: its error (the run is left out of medians)
+    harness_race: bool = False  # the world's restore device was taken by another process
+    kept: Path | None = None  # the evidence of a failed run
 
     @property
     def stalled(self) -> float:
         return sum(seconds for seconds, _ in self.stalls)
-    problems: list[str] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 def load(pair: Sandbox, size_mb: int) -> None:
@@ -265,7 +284,8 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(wait)
 
 
-def check_writes(h: Any, pair: Sandbox, writer: Writer, result: Result) -> None:
+def check_writes(h: Any, pair: Sandbox, writer: Writer, journal: dict[str, Any],
+                 result: Result) -> None:
     """Every acknowledged write on db1 and, once it has caught up, on db2."""
     sql = h.helpers.sql
     acked = {a.n for a in writer.acked()}
@@ -285,8 +305,12 @@ def check_writes(h: Any, pair: Sandbox, writer: Writer, result: Result) -> None:
     if on_db2 != on_db1:
         result.problems.append(f"db1 has {len(on_db1)} ticks, db2 {len(on_db2)} "
                                f"({len(on_db1 - on_db2)} missing, {len(on_db2 - on_db1)} extra)")
-    if unacked := on_db1 - acked:  # a write that timed out on the client, committed later
-        result.errors["committed though not acknowledged"] = len(unacked)
+    by_n = {a.n: a for a in writer.attempts}
+    for n in sorted(on_db1 - acked):  # the client got an error, the server committed anyway
+        a = by_n[n]
+        during = steps_between(journal, a.end_wall - (a.end - a.start), a.end_wall)
+        result.notes.append(f"write {n} committed though the client got {a.error or 'no answer'}"
+                            f" (during {', '.join(during) or 'no step'})")
     result.consistent = not result.problems
 
 
@@ -340,6 +364,7 @@ def one_run(h: Any, aws: Any, method: str, work: Path, args: argparse.Namespace,
     hooks = pytest.MonkeyPatch()  # the world's hooks on moto's EBSBackend: undone after the run
     world: Any = None
     proc: subprocess.Popen[bytes] | None = None
+    writer: Writer | None = None
     try:
         for key, value in pair.env().items():
             hooks.setenv(key, value)
@@ -383,13 +408,7 @@ def one_run(h: Any, aws: Any, method: str, work: Path, args: argparse.Namespace,
                     code = None
                 result.wall = time.monotonic() - start
             time.sleep(AFTER_RUN)
-        journal = read_journal(cwd)
-        if code != 0:
-            tail = (cwd / "run.out").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{method}: resync run "
-                               f"{'timed out' if code is None else f'exited {code}'}\n{tail}\n"
-                               f"{h.helpers.journal_tail(journal)}")
-        assert journal is not None
+        journal = read_journal(cwd) or {}
         captured = journal.get("captured", {})
         result.resync_figure = captured.get("figures.write_downtime_seconds")
         result.copy_bytes = captured.get("copy.bytes")
@@ -399,17 +418,51 @@ def one_run(h: Any, aws: Any, method: str, work: Path, args: argparse.Namespace,
         result.acked = len(writer.acked())
         result.failed = len(writer.attempts) - result.acked
         result.errors = dict(writer.errors)
-        check_writes(h, pair, writer, result)
+        if code != 0:
+            lines = (cwd / "run.out").read_text(errors="replace").splitlines()
+            why = next((ln for ln in reversed(lines) if ln.startswith("resync:")),
+                       lines[-1] if lines else "no output")
+            result.run_error = (f"resync run {'timed out' if code is None else f'exited {code}'}:"
+                                f" {why[:400]}")
+            result.problems.append(result.run_error)
+        else:
+            check_writes(h, pair, writer, journal, result)
         if world is not None and world.errors:
             result.problems.append(f"EBS world refusals: {world.errors}")
             result.consistent = False
+            # ebs_peer's documented race: another process (a test session) took the loop device
+            # chosen for the restored volume before the attach; the harness's, not resync's
+            result.harness_race = any("failed to set up loop device" in e for e in world.errors)
     finally:
         try:
+            if result.problems:  # a run that went wrong (not one interrupted)
+                result.kept = keep(root, writer, method)
             teardown(h, pair, world, proc, cwd)
         finally:
             hooks.undo()
             shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+KEPT: list[Path] = []  # where the evidence of failed runs goes (one directory per bench)
+
+
+def keep(root: Path, writer: Writer | None, method: str) -> Path:
+    """The evidence of a failed run, outside the work tree that goes: the journal, resync's
+    output, the runbook, each server's error log, the writer's attempts."""
+    if not KEPT:
+        KEPT.append(Path(tempfile.mkdtemp(prefix="resync-downtime-kept-")))
+    target = Path(tempfile.mkdtemp(prefix=f"{method}-", dir=KEPT[0]))
+    run = root / "run"
+    for path in [*run.glob("*.out"), *run.glob("*.yaml"), *run.glob("resync-journal/*.json"),
+                 *(root / "pair").glob("*/error.log")]:
+        with contextlib.suppress(OSError):
+            name = f"{path.parent.name}-{path.name}" if path.name == "error.log" else path.name
+            shutil.copy(path, target / name)
+    if writer is not None:
+        (target / "writer-attempts.json").write_text(json.dumps(
+            [a.__dict__ for a in writer.attempts]))
+    return target
 
 
 def teardown(h: Any, pair: Sandbox, world: Any, proc: subprocess.Popen[bytes] | None,
@@ -426,12 +479,17 @@ def teardown(h: Any, pair: Sandbox, world: Any, proc: subprocess.Popen[bytes] | 
 
     if proc is not None:
         attempt(lambda: stop_process_group(proc))
-        journal = read_journal(cwd)
-        if journal is not None and journal.get("run_id"):
-            datadirs = [str(s.datadir) for s in pair]
-            attempt(lambda: h.helpers.stop_copy_ends(journal["run_id"], datadirs))
+    journal = read_journal(cwd)
+    run_id = journal.get("run_id") if journal is not None else None
+    if proc is not None and run_id:
+        datadirs = [str(s.datadir) for s in pair]
+        attempt(lambda: h.helpers.stop_copy_ends(run_id, datadirs))
     if world is not None:
         attempt(world.release)
+    if run_id:  # the ebs copy's scratch mount point, once nothing is mounted there
+        scratch = Path(f"/mnt/resync-{run_id}")
+        if scratch.is_dir() and not os.path.ismount(scratch):
+            attempt(lambda: scratch.rmdir())
     attempt(pair.destroy)
     if errors:
         raise errors[0]
@@ -444,7 +502,7 @@ def describe_stalls(r: Result) -> str:
     def steps(keys: list[str]) -> str:
         return (", ".join(keys) if len(keys) <= 2 else f"{keys[0]} .. {keys[-1]}") or "-"
 
-    return ", ".join(f"{sec:.2f} s during [{steps(keys)}]" for sec, keys in r.stalls) or "none"
+    return ", ".join(f"{sec:.2f} s during ({steps(keys)})" for sec, keys in r.stalls) or "none"
 
 
 def fmt(value: float | None, unit: str = "s") -> str:
@@ -469,11 +527,12 @@ def report(console: Console, results: list[Result], size_mb: int) -> None:
                       str(r.failed), str(r.acked), fmt(r.resync_figure), fmt(r.wall),
                       fmt(r.snapshot_copy),
                       "-" if r.copy_bytes is None else f"{r.copy_bytes / 1e6:.0f}",
-                      "yes" if r.consistent else "[bold red]NO[/]")
+                      "yes" if r.consistent else "[bold red]RUN FAILED[/]" if r.run_error
+                      else "[bold red]NO[/]")
     console.print(table)
     med: dict[str, dict[str, float | None]] = {}
     for method in METHODS:
-        rs = [r for r in results if r.method == method]
+        rs = [r for r in results if r.method == method and r.run_error is None]
         if not rs:
             continue
         m = med[method] = {"downtime": median([r.downtime for r in rs]),
@@ -488,14 +547,16 @@ def report(console: Console, results: list[Result], size_mb: int) -> None:
                       f"{fmt(m['wall'])}" + (f", snapshot copy (harness) {fmt(m['snap'])}"
                                              if m["snap"] is not None else ""), soft_wrap=True)
     for i, r in enumerate(results, 1):
-        console.print(f"  run {i} ({r.method}) stalls: {describe_stalls(r)}"
-                      + ("; writer errors: " + "; ".join(f"{k} x{v}" for k, v in
-                                                         sorted(r.errors.items()))
-                         if r.errors else ""), soft_wrap=True, highlight=False)
+        console.print(escape(f"  run {i} ({r.method}) stalls: {describe_stalls(r)}"
+                             + ("; writer errors: " + "; ".join(f"{k} x{v}" for k, v in
+                                                                sorted(r.errors.items()))
+                                if r.errors else "")
+                             + (f"; LEFT OUT of the medians: {r.run_error}" if r.run_error
+                                else "")), soft_wrap=True, highlight=False)
     if "stream" in med and "ebs" in med:
         s, e = med["stream"]["downtime"] or 0.0, med["ebs"]["downtime"] or 0.0
         s_all, e_all = med["stream"]["stalled"] or 0.0, med["ebs"]["stalled"] or 0.0
-        runs = min(sum(r.method == m for r in results) for m in METHODS)
+        runs = min(sum(r.method == m and r.run_error is None for r in results) for m in METHODS)
         console.print(f"ebs/stream stalled-in-all ratio: "
                       f"{f'{e_all / s_all:.2f}' if s_all else 'n/a'} (median {e_all:.2f} s vs "
                       f"{s_all:.2f} s)", soft_wrap=True)
@@ -515,9 +576,14 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=300, help="data on db1 (default 300)")
     parser.add_argument("--interval", type=float, default=0.01,
                         help="seconds between the writer's INSERTs (default 0.01)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="the methods to run, in this order per round (default stream,ebs)")
     parser.add_argument("--client-timeout", type=float, default=2.0,
                         help="the writer's connect/read/write timeout (default 2)")
     args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or set(methods) - set(METHODS):
+        parser.error(f"--methods: a comma-separated list of {', '.join(METHODS)}")
     console = Console(width=None if sys.stdout.isatty() else 150)
     if missing := lacking():
         console.print(f"[red]downtime_bench needs {', '.join(missing)}[/] (root, the MariaDB "
@@ -538,9 +604,17 @@ def main() -> int:
         with moto_server(h) as aws:
             aws_environment(mp, aws.endpoint, work)
             for i in range(args.runs):
-                for method in METHODS:
-                    with console.status(f"run {i + 1}/{args.runs} {method}") as status:
-                        r = one_run(h, aws, method, work, args, status.update)
+                for method in methods:
+                    for attempt in range(1 + HARNESS_RETRIES):
+                        with console.status(f"run {i + 1}/{args.runs} {method}") as status:
+                            r = one_run(h, aws, method, work, args, status.update)
+                        if not r.harness_race or attempt == HARNESS_RETRIES:
+                            break
+                        if r.kept is not None:
+                            shutil.rmtree(r.kept, ignore_errors=True)
+                        console.print(f"run {i + 1} {method}: the harness's restore loop device "
+                                      "was taken by another process before the attach "
+                                      "(ebs_peer's known race): run again")
                     results.append(r)
                     console.print(f"run {i + 1} {method:6s}: app write-downtime "
                                   f"{r.downtime:6.2f} s, {r.failed} failed writes, resync's "
@@ -549,8 +623,13 @@ def main() -> int:
                                    if r.snapshot_copy is not None else "") +
                                   f"; stalls > {STALL} s: {describe_stalls(r)}",
                                   soft_wrap=True)
+                    for note in r.notes:
+                        console.print(f"  note: {escape(note)}", soft_wrap=True)
                     for problem in r.problems:
-                        console.print(f"[bold red]!!! FAILURE run {i + 1} ({method}): {problem}[/]")
+                        console.print(f"[bold red]!!! FAILURE run {i + 1} ({method}): "
+                                      f"{escape(problem)}[/]", soft_wrap=True)
+                    if r.kept is not None:
+                        console.print(f"  evidence kept in {r.kept}")
     except KeyboardInterrupt:
         console.print("[red]interrupted: cleaned up[/]")
         return 130
@@ -564,7 +643,8 @@ def main() -> int:
     report(console, results, args.size_mb)
     console.print(f"bench time {time.monotonic() - started:.0f} s")
     if bad := [i + 1 for i, r in enumerate(results) if not r.consistent]:
-        console.print(f"[bold red]!!! FAILURE: acknowledged writes missing in run(s) {bad}[/]")
+        console.print(f"[bold red]!!! FAILURE in run(s) {bad}: a failed resync run or "
+                      f"acknowledged writes missing (above; evidence in {KEPT[0]})[/]")
         return 1
     return 0
 

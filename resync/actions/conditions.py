@@ -259,6 +259,29 @@ class RowMatches(ProbeCondition):
 
 
 @dataclass(frozen=True)
+class ColumnAtMost(ProbeCondition):
+    """A numeric column of the answer's row is at most `limit`."""
+
+    column: str
+    limit: int
+    what: str = ""
+
+    @property
+    def fields(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.column,)
+
+    def describe(self) -> str:
+        return f"{self.what or self.column} <= {self.limit}"
+
+    def holds(self, answer: ProbeAnswer) -> bool:
+        value = answer.row.get(self.column) if answer.row is not None else None
+        try:
+            return value is not None and int(str(value)) <= self.limit
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
 class ColumnStopped(ProbeCondition):
     """A thread column says No and its error column holds an error (replication broke)."""
 

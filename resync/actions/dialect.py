@@ -166,6 +166,17 @@ class _Syntax:
     status_fields: ReplicaStatusFields
     skip_replica_start_option: str  # option file: do not start replication threads at startup
     super_read_only: bool  # MySQL: read_only alone lets SUPER/CONNECTION_ADMIN users write
+    # verify (resync.steps.verify): a snapshot at a known position, the replica paused there.
+    # MariaDB: the snapshot's own binlog position, read without a lock (None: MySQL takes FTWRL
+    # for milliseconds around START TRANSACTION WITH CONSISTENT SNAPSHOT and the position)
+    snapshot_position_sql: str | None = None
+    # START <word> SQL_THREAD UNTIL <this> = %s; None: by file/position only (MariaDB's
+    # UNTIL master_gtid_pos needs the IO thread stopped too, a semi-sync primary would wait)
+    applier_until_gtid: str | None = "SQL_AFTER_GTIDS"
+    gtid_applied_sql: str = "SELECT GTID_SUBSET(%s, @@GLOBAL.gtid_executed) AS reached"
+    lock_nowait: str = ""  # LOCK TABLES ... READ<this>: MariaDB 10.3+ fails at once if taken
+    # a cap on one SELECT's time: MySQL's optimizer hint; MariaDB 10.3+: SET STATEMENT
+    statement_time_prefix: str = "SELECT /*+ MAX_EXECUTION_TIME({ms}) */"
 
 
 _MYSQL_5_7 = _Syntax(
@@ -223,7 +234,12 @@ _MARIADB_10_0 = _Syntax(
     status_fields=replace(_SLAVE_FIELDS, using_gtid="Using_Gtid"),
     skip_replica_start_option="skip-slave-start",
     super_read_only=False,  # read_only refuses every user without READ_ONLY ADMIN / SUPER
+    snapshot_position_sql="SHOW SESSION STATUS LIKE 'binlog_snapshot_%'",
+    applier_until_gtid=None,
+    gtid_applied_sql="SELECT MASTER_GTID_WAIT(%s, 0) = 0 AS reached",
 )
+_MARIADB_10_3 = replace(_MARIADB_10_0, lock_nowait=" NOWAIT",
+                        statement_time_prefix="SET STATEMENT max_statement_time = {s} FOR SELECT")
 
 # (flavor, since, syntax), sorted by flavor then since. A server gets the last row of its flavor
 # whose `since` is not after its version; None marks versions resync does not support.
@@ -237,6 +253,7 @@ _ROWS: tuple[tuple[Flavor, tuple[int, int, int], _Syntax | None], ...] = (
     ("mysql", (8, 0, 26), _MYSQL_8_0_26),
     ("mysql", (8, 2, 0), _MYSQL_8_2_0),  # 8.4.0 removed the old names; 9.x stays on this row
     ("mariadb", (10, 0, 0), _MARIADB_10_0),  # 10.5 added REPLICA aliases; old names still valid
+    ("mariadb", (10, 3, 0), _MARIADB_10_3),  # LOCK TABLES ... NOWAIT, max_statement_time
 )
 SUPPORTED_RANGE = "MySQL 5.7, MySQL 8.0 or later, MariaDB 10.0 or later"
 
@@ -294,6 +311,18 @@ class Dialect:
 
     def replica_status(self) -> Statement:
         return Statement(f"SHOW {self.syntax.replica_word} STATUS")
+
+    def max_dirty_pages_pct(self) -> Statement:
+        return Statement("SELECT @@GLOBAL.innodb_max_dirty_pages_pct AS pct")
+
+    def set_max_dirty_pages_pct(self) -> Statement:
+        """A float variable (90.000000): the value is cast, as a captured text it would be
+        refused as a string."""
+        return Statement("SET GLOBAL innodb_max_dirty_pages_pct = CAST(%s AS DECIMAL(12,6))")
+
+    def dirty_pages(self) -> Statement:
+        """One row: Variable_name, Value (the same status variable in both flavors)."""
+        return Statement("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
 
     def flush_engine_logs(self) -> Statement:
         """InnoDB's redo log written to disk, the commit records included: with the binary log
@@ -398,6 +427,125 @@ class Dialect:
     def wait_for_gtid(self, gtid_set: object, timeout: int) -> Statement:
         """One row: 0 once the GTID set is applied here, -1 on timeout (both flavors)."""
         return Statement(self.syntax.gtid_wait_sql, (gtid_set, _checked_int("timeout", timeout)))
+
+    # -- verify: a consistent snapshot at a known position; the replica's applier paused there --
+    def snapshot_position(self) -> Statement | None:
+        """MariaDB: rows Binlog_snapshot_file / Binlog_snapshot_position (Variable_name, Value),
+        the binlog position of this session's START TRANSACTION WITH CONSISTENT SNAPSHOT, read
+        without a lock. MySQL: None (no such status: the position is read under a FLUSH TABLES
+        WITH READ LOCK held for milliseconds around the snapshot's start)."""
+        sql = self.syntax.snapshot_position_sql
+        return None if sql is None else Statement(sql)
+
+    def stop_applier(self) -> Statement:
+        """The SQL (applier) thread only: the IO thread keeps receiving (a semi-sync primary
+        does not wait for this replica's acknowledgements)."""
+        return Statement(f"STOP {self.syntax.replica_word} SQL_THREAD")
+
+    def start_applier(self) -> Statement:
+        return Statement(f"START {self.syntax.replica_word} SQL_THREAD")
+
+    @property
+    def applier_until_gtid(self) -> bool:
+        """Whether the applier can be stopped at a GTID set (MySQL SQL_AFTER_GTIDS) while the IO
+        thread runs; MariaDB stops it at a binlog file and position instead."""
+        return self.syntax.applier_until_gtid is not None
+
+    def start_applier_until_file_pos(self, log_file: object, log_pos: object) -> Statement:
+        """The applier runs until it has executed the source's binlog up to this position."""
+        p = self.syntax.option_prefix
+        pos = _int_or_placeholder("log_pos", log_pos, minimum=0)
+        return Statement(f"START {self.syntax.replica_word} SQL_THREAD UNTIL {p}_LOG_FILE = %s, "
+                         f"{p}_LOG_POS = %s", (log_file, pos))
+
+    def start_applier_until_gtid(self, gtid_set: object) -> Statement:
+        until = self.syntax.applier_until_gtid
+        if until is None:
+            raise ValueError(f"{self.version}: the applier stops at a file and position "
+                             "(start_applier_until_file_pos)")
+        return Statement(f"START {self.syntax.replica_word} SQL_THREAD UNTIL {until} = %s",
+                         (gtid_set,))
+
+    def gtid_applied(self, gtid_set: object) -> Statement:
+        """One row: reached = 1 when every GTID of the set has been applied here (no wait)."""
+        return Statement(self.syntax.gtid_applied_sql, (gtid_set,))
+
+    def lock_table_read(self, table: str) -> Statement:
+        """LOCK TABLES for one (already quoted) table; MariaDB 10.3+ fails at once if a writer
+        holds it (NOWAIT) instead of queueing ahead of the writers that come next."""
+        return Statement(f"LOCK TABLES {table} READ{self.syntax.lock_nowait}")
+
+    def time_limited(self, select: str, seconds: float) -> str:
+        """A SELECT that the server interrupts after `seconds` (MariaDB error 1969, MySQL
+        3024); a server without such a cap runs it unbounded."""
+        if not select.startswith("SELECT "):
+            raise ValueError(f"only a SELECT can be time-limited: {select[:40]}")
+        prefix = self.syntax.statement_time_prefix.format(ms=max(1, round(seconds * 1000)),
+                                                          s=f"{seconds:g}")
+        return prefix + select[len("SELECT"):]
+
+    # -- hot copy (mariabackup / xtrabackup): the server's side ------------------------------------
+    def backup_lock(self) -> Statement:
+        """What the backup tool itself takes to block commits while it reads the binary log
+        position: shown in plans (the tool runs it; resync times it from the tool's log).
+        MariaDB 10.4+: BACKUP STAGE (BLOCK_COMMIT blocks commits; FLUSH..END writes to
+        non-transactional tables); MySQL 8.0+: LOCK INSTANCE FOR BACKUP (DDL only; commits wait
+        only while performance_schema.log_status is read); older: FLUSH TABLES WITH READ LOCK."""
+        v = self.version
+        if v.flavor == "mariadb":
+            return Statement("BACKUP STAGE BLOCK_COMMIT" if v.number >= (10, 4, 0)
+                             else "FLUSH TABLES WITH READ LOCK")
+        return Statement("LOCK INSTANCE FOR BACKUP" if v.number >= (8, 0, 0)
+                         else "FLUSH TABLES WITH READ LOCK")
+
+    def backup_privileges(self) -> tuple[str, ...]:
+        """The global privileges the backup tool's account needs on this server."""
+        v = self.version
+        if v.flavor == "mariadb":  # BINLOG MONITOR: 10.5's name of REPLICATION CLIENT
+            return ("RELOAD", "PROCESS", "LOCK TABLES",
+                    "BINLOG MONITOR" if v.number >= (10, 5, 0) else "REPLICATION CLIENT")
+        return ("RELOAD", "PROCESS", "LOCK TABLES", "REPLICATION CLIENT",
+                *(("BACKUP_ADMIN",) if v.number >= (8, 0, 0) else ()))
+
+    def create_backup_account(self, user: str, host: str,
+                              password_hash: object) -> tuple[Statement, ...]:
+        """A one-time account for the backup tool, identified by a mysql_native_password hash
+        ('*' and 40 hex digits, SHA1(SHA1(password))): the password itself stays on the host the
+        tool runs on. An earlier attempt's account of the same name is replaced."""
+        account = (user, host)
+        grant = Statement(f"GRANT {', '.join(self.backup_privileges())} ON *.* TO %s@%s", account)
+        if self.version.flavor == "mariadb":
+            create = Statement("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s",
+                               (*account, password_hash))
+            return (self.drop_backup_account(user, host), create, grant)
+        create = Statement("CREATE USER %s@%s IDENTIFIED WITH mysql_native_password AS %s",
+                           (*account, password_hash))
+        # XtraBackup 8 reads the LSN and the binlog position from this table
+        log_status = ((Statement("GRANT SELECT ON performance_schema.log_status TO %s@%s",
+                                 account),) if self.version.number >= (8, 0, 0) else ())
+        return (self.drop_backup_account(user, host), create, grant, *log_status)
+
+    def drop_backup_account(self, user: str, host: str) -> Statement:
+        return Statement("DROP USER IF EXISTS %s@%s", (user, host))
+
+    def binlog_events_at(self, log_file: object, log_pos: object) -> Statement:
+        """The event at a binary log coordinate: an error unless this server still has that
+        file and the position is an event boundary (a replica can start there)."""
+        pos = _int_or_placeholder("log_pos", log_pos, minimum=0)
+        return Statement("SHOW BINLOG EVENTS IN %s FROM %s LIMIT 1", (log_file, pos))
+
+    def gtid_at_binlog_position(self, log_file: object, log_pos: object) -> Statement | None:
+        """MariaDB: one row, column `gtid`, the GTID position the binary log has at (log_file,
+        log_pos) (a backup's GTID must be exactly that). MySQL has no such function: None."""
+        if self.version.flavor != "mariadb":
+            return None
+        pos = _int_or_placeholder("log_pos", log_pos, minimum=0)
+        return Statement("SELECT BINLOG_GTID_POS(%s, %s) AS gtid", (log_file, pos))
+
+    def gtid_contained(self, gtid_set: object) -> Statement:
+        """MySQL: one row, column `contained`, 1 when this server executed every GTID of the set
+        (MariaDB compares positions with gtid_at_binlog_position)."""
+        return Statement("SELECT GTID_SUBSET(%s, @@GLOBAL.gtid_executed) AS contained", (gtid_set,))
 
 
 def dialect_for(version: ServerVersion) -> Dialect:

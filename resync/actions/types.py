@@ -257,6 +257,8 @@ class Poll(Leaf):
     interval: float = 0.5
     fail_when: ProbeCondition | None = None  # stop at once: waiting longer cannot help
     failure: str = ""  # the error when time runs out (default: what was awaited, last answer)
+    # an optimisation's wait: when time runs out the step goes on (the record says so)
+    timeout_ok: bool = False
     kind = "poll"
 
     @property
@@ -267,9 +269,10 @@ class Poll(Leaf):
         fail = f"; fails at once when {self.fail_when.describe()}" if self.fail_when else ""
         if self.timeout <= 0:  # a check, not a wait
             return _merge(["check once ", *self.probe.template(), f": {self.until.describe()}"])
+        then = "; then goes on regardless" if self.timeout_ok else ""
         return _merge(["poll ", *self.probe.template(),
                        f" until {self.until.describe()} (every {self.interval:g}s, at most "
-                       f"{self.timeout:g}s{fail})"])
+                       f"{self.timeout:g}s{fail}{then})"])
 
 
 @dataclass(frozen=True)

@@ -242,22 +242,62 @@ def status(runbook: str) -> None:
 
 @main.command()
 @click.argument("runbook", type=click.Path(dir_okay=False))
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False),
+              help="where its progress is kept (default: resync-journal/verify-<name>/journal.json)")
+@click.option("--restart", is_flag=True, help="start over instead of continuing an unfinished verify")
 @_guard
-def verify(runbook: str) -> None:
-    """Compare CHECKSUM TABLE of every user table on primary and replica at a synced point."""
+def verify(runbook: str, journal_path: str | None, restart: bool) -> None:
+    """Checksum every user table on primary and replica in key chunks, both at one binlog
+    position at a time, without a long lock; killed, it continues from its saved chunks."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     from resync.cli.ui import checksum_table
-    from resync.run.runner import detected_plan, run_scratch
-    from resync.steps.verify import checksum_rows, compare_actions
+    from resync.model.errors import StepFailed
+    from resync.run.engine import Engine
+    from resync.run.journal import JournalLock
+    from resync.run.runner import detected_plan, executor_for
+    from resync.steps.verify import VerifyData, checksum_rows, describe
+    from resync.steps.verify.standalone import default_path, open_journal, verify_document
 
     loaded = _load(runbook, secrets=True)
     the_plan = detected_plan(loaded)
     rb = loaded.model
-    captured, failure = run_scratch(loaded, "verify", compare_actions(
-        rb.primary_after, rb.replica_after, the_plan.dialect(rb.primary_after),
-        the_plan.dialect(rb.replica_after), the_plan.mode, rb.locks.lock_wait_timeout))
+    primary, replica = rb.primary_after, rb.replica_after
+    step = VerifyData(primary, replica, the_plan.dialect(primary), the_plan.dialect(replica),
+                      the_plan.mode, rb.locks.lock_wait_timeout)
+    doc = verify_document(loaded, step, the_plan.mode,
+                          {h: str(v) for h, v in the_plan.facts.versions.items()})
+    path = Path(journal_path) if journal_path else default_path(loaded)
+    console = _console()
+    failure: StepFailed | None = None
+    with JournalLock(path):
+        journal, note = open_journal(path, loaded, step, doc, restart=restart)
+        console.print(f"journal: {escape(note)}")
+        bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), "rows",
+                       TimeRemainingColumn(), console=console, transient=True)
+        task = bar.add_task(f"verify {primary} vs {replica}", total=None)
+
+        def progress(done: int, total: int | None, label: str) -> None:
+            bar.update(task, completed=done, total=total)
+
+        exe = executor_for(loaded, journal, progress=progress)
+        with bar:
+            try:
+                Engine([step], journal, exe).run()
+            except StepFailed as exc:
+                failure = exc
+    captured = journal.data.captured
     rows = checksum_rows(captured)
     if rows:
-        _console().print(checksum_table(f"{rb.primary_after} vs {rb.replica_after}", rows))
+        console.print(checksum_table(f"{primary} vs {replica}", rows))
+    report = json.loads(str(captured.get("verify.report") or "[]"))
+    for item in report:
+        console.print(escape(f"differs: {describe(item)}"), soft_wrap=True)
+    console.print(f"chunks read: {captured.get('verify.chunks_read')} (kept from before: "
+                  f"{captured.get('verify.resumed_chunks')}); longest lock on {primary}: "
+                  f"{captured.get('verify.longest_lock_seconds')}s")
     if failure is not None:
         raise failure
 

@@ -68,6 +68,10 @@ def _copy_line(plan: Plan) -> str:
                  if e.mode == "copy" and e.prewarm else "") +
                 (f"; the new volume replaces the recipient's data volume ({e.fstab} rewritten)"
                  if e.mode == "swap" else ""))
+    if c.method in ("mariabackup", "xtrabackup"):
+        return (f"{c.method} --backup streamed host to host, port {c.port}, prepared on the "
+                "recipient: the donor serves throughout (its commits wait only for the tool's "
+                "short lock); PLAINTEXT on the wire: only across trusted networks")
     line = f"{c.method}, port {c.port}" if c.method == "stream" else "ssh (OpenSSH client on the donor)"
     line += f", compress {c.compress}"
     if c.compress == "none":

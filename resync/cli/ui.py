@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -24,7 +26,7 @@ from resync.plan.document import step_view
 from resync.run.engine import Decision
 from resync.run.journal import Journal, StepState
 from resync.steps.base import Step
-from resync.steps.verify import checksum_rows
+from resync.steps.verify import checksum_rows, describe
 from resync.steps.writable import read_only_key
 
 _STATE_STYLE = {StepState.DONE: "green", StepState.FAILED: "bold red",
@@ -67,9 +69,13 @@ class TerminalUI:
     def progress(self, done: int, total: int | None, label: str) -> None:
         if self._progress is None:
             # the copy counts bytes; waits (a drain, a TTL) count seconds
-            columns = ((DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-                       if label == "copy" else
-                       (TextColumn("{task.completed:.0f}/{task.total:.0f} s"),))
+            columns: tuple[Any, ...]
+            if label == "copy":
+                columns = (DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+            elif label == "verify":
+                columns = (MofNCompleteColumn(), TextColumn("rows"), TimeRemainingColumn())
+            else:
+                columns = (TextColumn("{task.completed:.0f}/{task.total:.0f} s"),)
             self._progress = Progress("[progress.description]{task.description}", BarColumn(),
                                       *columns, console=self.console)
             self._progress.start()
@@ -98,7 +104,9 @@ def summary(console: Console, journal: Journal) -> None:
     captured = journal.data.captured
     rows = checksum_rows(captured)
     if rows:
-        console.print(checksum_table("verification (CHECKSUM TABLE)", rows))
+        console.print(checksum_table("verification (key-chunk checksums)", rows))
+    for item in json.loads(str(captured.get("verify.report") or "[]")):
+        console.print(Text(f"differs: {describe(item)}", style="bold red"))
     figures = Table.grid(padding=(0, 2))
     for key in ("copy.bytes", "copy.seconds", "copy.bytes_per_second", "source.file",
                 "source.pos", "source.gtid", "recipient.old_datadir", "estimate.copy_seconds",
@@ -113,6 +121,16 @@ def summary(console: Console, journal: Journal) -> None:
             state = "ON (read-only)" if captured[key] in (1, "1") else "OFF (takes writes)"
             figures.add_row(Text(f"read_only {host}", style="bold"), Text(state))
     console.print(figures)
+    phases = [k.removeprefix("figures.phase.") for k in captured if k.startswith("figures.phase.")]
+    if phases:
+        by_phase = Table(title="write-downtime by phase (seconds)")
+        for col in ("phase", "estimate", "actual"):
+            by_phase.add_column(col, justify="left" if col == "phase" else "right")
+        for name in phases:
+            est = captured.get(f"estimate.phase.{name}")
+            by_phase.add_row(name, "" if est is None else f"{float(str(est)):.2f}",
+                             f"{float(str(captured[f'figures.phase.{name}'])):.2f}")
+        console.print(by_phase)
     times = Table(title="step wall times")
     times.add_column("step")
     times.add_column("state")

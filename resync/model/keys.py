@@ -13,6 +13,8 @@ from enum import StrEnum
 class StepKind(StrEnum):
     PREFLIGHT = "preflight"
     STOP_REPLICATION = "stop-replication"
+    ERRANT_RECHECK = "errant-recheck"
+    PREFLUSH = "preflush"
     READ_LOCK = "read-lock"
     STOP_SERVICE = "stop-service"
     MOVE_DATADIR = "move-datadir-aside"

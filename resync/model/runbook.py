@@ -119,8 +119,15 @@ class CopySSHSettings(_Strict):
     sudo: bool = False  # run the receiving tar through sudo -n on the recipient
 
 
+class HotCopySettings(_Strict):
+    """Methods mariabackup / xtrabackup: the donor's backup tool streams its datadir, serving."""
+
+    parallel: int = Field(default=1, ge=1, le=64)  # --parallel: files read and written at once
+    prepare_memory_mb: int = Field(default=256, ge=16)  # --prepare --use-memory on the recipient
+
+
 class CopySettings(_Strict):
-    method: Literal["stream", "ssh", "ebs"] = "stream"
+    method: Literal["stream", "ssh", "ebs", "mariabackup", "xtrabackup"] = "stream"
     port: int = Field(default=7878, ge=1, le=65535)
     compress: Literal["none", "zstd", "lz4"] = "none"  # off by default: slower on a fast link
     compress_level: int = Field(default=1, ge=1, le=19)
@@ -132,6 +139,7 @@ class CopySettings(_Strict):
     stall_timeout: float = Field(default=60.0, gt=0)  # seconds without progress before the copy fails
     listen_timeout: float = Field(default=30.0, gt=0)  # seconds the receiver waits for the sender
     ebs: EbsSettings = EbsSettings()  # method ebs: snapshot the donor's volume (ROADMAP)
+    hot: HotCopySettings = HotCopySettings()  # methods mariabackup, xtrabackup: a hot copy
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +152,9 @@ class CopySettings(_Strict):
         if isinstance(data, dict) and "ebs" in data and data.get("method") != "ebs":
             raise ValueError("copy.ebs is set but copy.method is not ebs: set method: ebs, or "
                              "remove the ebs section")
+        if isinstance(data, dict) and "hot" in data and data.get("method") not in (
+                "mariabackup", "xtrabackup"):
+            raise ValueError("copy.hot is set but copy.method is not mariabackup or xtrabackup")
         if isinstance(data, dict) and "keep_system_schema" in data:
             data = {k: v for k, v in data.items() if k != "keep_system_schema"}
         return data

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from resync.actions.dialect import DEFAULT_VERSION, Dialect, ServerVersion, dialect_for
-from resync.actions.types import Action, LockAlive
+from resync.actions.types import Action, LockAlive, Sql
 from resync.model.errors import BadInputError
 from resync.model.keys import (
     DISCARD_ERRANT,
@@ -27,11 +27,20 @@ from resync.plan.estimate import EbsEstimate, Estimate
 from resync.steps.base import Step
 from resync.steps.copy.commands import CONNECTORS, LISTENERS, CopySpec, excludes_for, pick
 from resync.steps.copy.ebs.keys import EbsTargets
-from resync.steps.copy.ebs.steps import BuildVolume, CopyFromVolume, ReleaseVolume, SnapshotDonor
+from resync.steps.copy.ebs.steps import (
+    BuildVolume,
+    CopyFromVolume,
+    ReleaseVolume,
+    SnapshotDonor,
+    thaw,
+)
 from resync.steps.copy.ebs.swap import PrewarmData, SwapVolume
+from resync.steps.copy.hot import hot_copy_steps
+from resync.steps.copy.hot_commands import HOT_METHODS
 from resync.steps.copy.pipeline import CopyDatadir
 from resync.steps.datadir import MoveDatadirAside, old_datadir_path
 from resync.steps.direction import errant_recheck
+from resync.steps.direction.recheck import RecheckRecipient
 from resync.steps.lb import DrainMemberships, RestoreMemberships
 from resync.steps.locking import ReadLockAndCapture, Unlock
 from resync.steps.maintenance import MaintenanceOff, MaintenanceOn
@@ -42,7 +51,7 @@ from resync.steps.replication import (
     StopReplication,
     WaitReplicaHealthy,
 )
-from resync.steps.services import StartService, StopService, start_read_only
+from resync.steps.services import PreflushDonor, StartService, StopService, start_read_only
 from resync.steps.verify import VerifyData
 from resync.steps.writable import MakeWritable
 
@@ -129,18 +138,20 @@ def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
     d_host, r_host = rb.hosts[rb.donor], rb.hosts[rb.recipient]
     donor_tools, recipient_tools = facts.tools_of(rb.donor), facts.tools_of(rb.recipient)
     needed = ([c.compress] if c.compress != "none" else []) + (["pv"] if c.rate_limit_mb_per_s else [])
+    if c.method == "ebs":  # the recipient copies from a volume: neither stream tools nor pv
+        needed = []
     for tool in needed:
         for host, tools in ((rb.donor, donor_tools), (rb.recipient, recipient_tools)):
             if tool not in tools:
                 raise BadInputError(f"the copy settings need {tool} but {host} has none "
                                     f"(apt-get install {tool})")
-    if c.method == "ebs":  # the recipient copies from a volume: neither stream tools nor pv
-        needed = []
     spec = CopySpec(
         donor=rb.donor, recipient=rb.recipient, donor_datadir=d_host.datadir,
         recipient_datadir=r_host.datadir.rstrip("/"), listen_address=r_host.address, port=c.port,
         owner=r_host.owner, excludes=excludes_for(facts.versions[rb.donor].flavor, c.exclude),
-        method=c.method, compress=c.compress, compress_level=c.compress_level,
+        # a hot copy's stream rides the stream method's transport
+        method="stream" if c.method == "mariabackup" or c.method == "xtrabackup" else c.method,
+        compress=c.compress, compress_level=c.compress_level,
         compress_threads=c.compress_threads, rate_limit_mb_per_s=c.rate_limit_mb_per_s)
     if c.method == "ebs":
         return spec
@@ -194,14 +205,13 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     rb = loaded.model
     donor, recipient = rb.donor, rb.recipient
     primary, replica = rb.primary_after, rb.replica_after
-    d_host, r_host = rb.hosts[donor], rb.hosts[recipient]
+    d_host = rb.hosts[donor]
     dialects = {h: dialect_for(v) for h, v in facts.versions.items()}
     mode = resolve_mode(loaded, facts)
     timeout = rb.locks.lock_wait_timeout
     rebuild_primary = primary == recipient  # the seed's scenario: the old primary is rebuilt
 
     spec = copy_spec(loaded, facts)
-    stop_donor = StepId(StepKind.STOP_SERVICE, donor)
     steps: list[Step] = [Preflight(loaded, spec, facts.down, facts.versions,
                                    discard_errant=facts.discard_errant,
                                    gtid_enabled=facts.gtid_enabled)]
@@ -212,41 +222,23 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     members = [h for h in (donor, recipient) if rb.hosts[h].lb]
     steps += [DrainMemberships(h, rb.hosts[h]) for h in members]
     # the point of no return: once the recipient is stopped (it cannot change any more) and
-    # before the donor stops (refused, the donor is released and serves again), the recipient is
-    # checked again for transactions the donor lacks
+    # before its datadir goes aside, the recipient is checked again for transactions the donor
+    # lacks (the donor serves on: it can only gain transactions)
     recheck = errant_recheck(loaded, facts.versions, facts.discard_errant, donor_up=True,
                              down=facts.down, gtid_enabled=facts.gtid_enabled)
     # a donor found stopped when its lock must be taken again (a run killed while stopping it)
     # is started read-only first: locked and captured again, it is then stopped again
     restart_donor = start_read_only(donor, d_host.db_service, dialects[donor])
-    if rebuild_primary:
-        steps.append(StopReplication(donor, dialects[donor], "donor, replica of the old primary",
-                                     user=rb.replication.user,
-                                     password_env=rb.replication.password_env))
+    stop_replication: list[Step] = [
+        StopReplication(donor, dialects[donor], "donor, replica of the old primary",
+                        user=rb.replication.user, password_env=rb.replication.password_env)
+    ] if rebuild_primary else []
     if rb.copy_.method == "ebs":
-        steps += ebs_copy_steps(loaded, facts, spec, recheck, restart_donor)
-    elif rebuild_primary:
-        donor_lock = ReadLockAndCapture(donor, dialects[donor], "donor", timeout,
-                                        "stop writes before shutdown", stop_donor, recapture=True,
-                                        start_if_down=restart_donor)
+        steps += ebs_copy_steps(loaded, facts, spec, recheck, restart_donor, stop_replication)
+    elif rb.copy_.method in HOT_METHODS:  # the donor serves throughout (resync.steps.copy.hot)
+        steps += [*stop_replication, *hot_copy_steps(loaded, facts, spec, recheck, restart_donor)]
     else:
-        # the copy is exactly the donor's state at these coordinates: the replica starts here
-        donor_lock = ReadLockAndCapture(donor, dialects[donor], "source", timeout,
-                                        "the replica will start from here", stop_donor,
-                                        recapture=True, start_if_down=restart_donor)
-    if rb.copy_.method != "ebs":
-        steps += [
-            donor_lock,
-            StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
-            StopService(donor, d_host.db_service, d_host.datadir, "donor",
-                        requires=(LockAlive(donor, donor_lock.session), *recheck)),
-            MoveDatadirAside(recipient, r_host.datadir, r_host.owner),
-            CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
-                        listen_timeout=rb.copy_.listen_timeout),
-            StartService(recipient, r_host.db_service, r_host.datadir, "recipient",
-                         dialects[recipient]),
-            StartService(donor, d_host.db_service, d_host.datadir, "donor", dialects[donor]),
-        ]
+        steps += cold_copy_steps(loaded, facts, spec, recheck, restart_donor, stop_replication)
     lock_needed: tuple[Action, ...] = ()
     if rebuild_primary:
         lock = ReadLockAndCapture(primary, dialects[primary], "source", timeout,
@@ -266,21 +258,63 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     ]
     if rebuild_primary:
         steps.append(Unlock(primary, lock.session))
-    steps += [MakeWritable(primary, replica, dialects[primary], dialects[replica]),
-              VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout)]
+    steps.append(MakeWritable(primary, replica, dialects[primary], dialects[replica]))
     steps += [RestoreMemberships(h, rb.hosts[h]) for h in members]
     if page is not None:  # the application is served again
         steps.append(MaintenanceOff(page))
+    # out of the downtime: chunked checksums at one position at a time, no long lock; a
+    # difference fails the run (the old datadir is still kept)
+    steps.append(VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout))
     if rb.copy_.method == "ebs":  # off the application's path: the temporary volume goes last
         steps.append(ReleaseVolume(recipient, rb.copy_.ebs, EbsTargets.of(rb.copy_.ebs)))
     return Plan(loaded, facts, mode, tuple(steps))
 
 
+def cold_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
+                    recheck: tuple[Action, ...], restart_donor: tuple[Action, ...],
+                    stop_replication: list[Step]) -> list[Step]:
+    """Only the donor inside the lock window: the recipient is stopped (checked again for
+    errant transactions) and its datadir moved aside first, and the donor's dirty pages flushed
+    while it still serves; then lock, stop, copy, start both."""
+    rb = loaded.model
+    donor, recipient = rb.donor, rb.recipient
+    d_host, r_host = rb.hosts[donor], rb.hosts[recipient]
+    d_dialect, r_dialect = dialect_for(facts.versions[donor]), dialect_for(facts.versions[recipient])
+    stop_donor = StepId(StepKind.STOP_SERVICE, donor)
+    if rb.primary_after == recipient:
+        lock = ReadLockAndCapture(donor, d_dialect, "donor", rb.locks.lock_wait_timeout,
+                                  "stop writes before shutdown", stop_donor, recapture=True,
+                                  start_if_down=restart_donor)
+    else:  # the copy is exactly the donor's state at these coordinates: the replica starts here
+        lock = ReadLockAndCapture(donor, d_dialect, "source", rb.locks.lock_wait_timeout,
+                                  "the replica will start from here", stop_donor, recapture=True,
+                                  start_if_down=restart_donor)
+    return [
+        StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
+        MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck),
+        *stop_replication,
+        PreflushDonor(donor, d_dialect),
+        lock,
+        # read-only under the lock, before the stop: the shutdown ends the lock's session, and
+        # a commit waiting behind the lock would otherwise land in the copy after its coordinates
+        # (found by bench/downtime_bench.py: the replica then stops on a duplicate)
+        StopService(donor, d_host.db_service, d_host.datadir, "donor",
+                    requires=(LockAlive(donor, lock.session),
+                              *(Sql(donor, s.sql, session=lock.session)
+                                for s in d_dialect.set_read_only(True)))),
+        CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
+                    listen_timeout=rb.copy_.listen_timeout),
+        StartService(recipient, r_host.db_service, r_host.datadir, "recipient", r_dialect),
+        StartService(donor, d_host.db_service, d_host.datadir, "donor", d_dialect)]
+
+
 def ebs_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
-                   recheck: tuple[Action, ...], restart_donor: tuple[Action, ...]) -> list[Step]:
-    """Lock the donor only while its snapshot starts; the donor keeps running. The recipient is
-    stopped after the snapshot has started, checked again for errant transactions, and its
-    datadir moved aside before the volume is made and copied from."""
+                   recheck: tuple[Action, ...], restart_donor: tuple[Action, ...],
+                   stop_replication: list[Step]) -> list[Step]:
+    """The recipient stopped and checked again for errant transactions first (a refusal leaves
+    the donor as it was); then the donor locked only while its snapshot starts: it keeps
+    running. Mode copy: the datadir moved aside, the volume made and copied from; mode swap: the
+    volume made and swapped in (pre-warmed if asked) before the recipient starts."""
     rb = loaded.model
     donor, recipient = rb.donor, rb.recipient
     r_host = rb.hosts[recipient]
@@ -288,21 +322,26 @@ def ebs_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
     settings, targets = rb.copy_.ebs, EbsTargets.of(rb.copy_.ebs)
     rebuild_primary = rb.primary_after == recipient
     snapshot = StepId(StepKind.EBS_SNAPSHOT, donor)
-    # the snapshot is the donor's state at these coordinates
+    # the snapshot is the donor's state at these coordinates; a filesystem a killed attempt left
+    # frozen is thawed before the lock (FLUSH TABLES would wait on it)
     lock = ReadLockAndCapture(donor, d_dialect, "donor" if rebuild_primary else "source",
                               rb.locks.lock_wait_timeout, "the snapshot's coordinates", snapshot,
-                              recapture=True, start_if_down=restart_donor)
+                              recapture=True, start_if_down=restart_donor,
+                              before=(thaw(donor),) if settings.freeze else ())
+    copy = settings.mode == "copy"
     steps: list[Step] = [
+        StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
+        MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck) if copy
+        else RecheckRecipient(recipient, recheck),
+        *stop_replication,
         lock,
         SnapshotDonor(donor, recipient, d_dialect, settings, targets, rb.name, lock.session,
                       donor_becomes_replica=rebuild_primary),
-        StopService(recipient, r_host.db_service, r_host.datadir, "recipient")]
-    build = BuildVolume(recipient, settings, targets, rb.name, donor)
-    if settings.mode == "copy":
-        steps += [MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck), build,
-                  CopyFromVolume(spec, rb.copy_.stall_timeout)]
+        BuildVolume(recipient, settings, targets, rb.name, donor)]
+    if copy:
+        steps.append(CopyFromVolume(spec, rb.copy_.stall_timeout))
     else:  # the new volume becomes the data volume: pre-warmed (if asked) before the start
-        steps += [build, SwapVolume(spec, settings, targets, gate=recheck),
+        steps += [SwapVolume(spec, settings, targets),
                   *([PrewarmData(spec, rb.copy_.stall_timeout)] if settings.prewarm else [])]
     return [*steps,
             StartService(recipient, r_host.db_service, r_host.datadir, "recipient", r_dialect)]

@@ -311,6 +311,10 @@ class Executor:
                 self._record(aid, action, text, True, started, detail=detail)
                 return answer
             if self.clock.now() >= deadline:
+                if action.timeout_ok:
+                    self._record(aid, action, text, True, started,
+                                 detail=f"{detail} (time is up: going on)")
+                    return answer
                 self._record(aid, action, text, False, started, detail=detail)
                 if action.failure:
                     raise ResyncError(f"[{action.host}] {action.failure} ({seen})")
@@ -368,7 +372,7 @@ class Executor:
             if exc.code == LOCK_WAIT_TIMEOUT and action.diagnose is not None:
                 blockers = self._sql(action.diagnose, f"{aid}.diagnose", kind="diagnose")
                 shown = "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in blockers)
-                raise LockTimeout(f"could not take {action.what}; nothing was changed. "
+                raise LockTimeout(f"could not take {action.what}; no lock is held. "
                                   f"Blocking: {shown or '(none visible)'} ({exc})",
                                   code=exc.code) from None
             raise

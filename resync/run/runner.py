@@ -27,6 +27,7 @@ from resync.model.errors import (
 )
 from resync.model.keys import (
     CLEANUP_REMOVED,
+    DONOR_BYTES,
     DOWNTIME_MINUS_COPY,
     OLD_DATADIR,
     WRITE_DOWNTIME,
@@ -40,6 +41,8 @@ from resync.plan.document import differences, plan_document
 from resync.run.executor import Executor, ProgressFn
 from resync.run.journal import Journal, JournalLock, MemoryJournal, StepState
 from resync.steps.copy.ebs.keys import OLD_VOLUME, WRITE_LOCK_SECONDS
+from resync.steps.copy.hot_commands import HOT_METHODS
+from resync.steps.copy.hot_commands import WRITE_LOCK_SECONDS as HOT_WRITE_LOCK_SECONDS
 
 
 def runbook_secrets(loaded: LoadedRunbook) -> list[Secret]:
@@ -121,10 +124,11 @@ def measure_estimate(exe: Executor, plan: Plan) -> Any:
         return ebs_estimate(exe.captured, rb.copy_.ebs, rb.primary_after == rb.donor)
     size = int(str(exe.captured[str(DONOR_BYTES)]))
     declared = plan.loaded.model.copy_.bandwidth_mb_per_s
+    rebuild_primary = plan.loaded.model.primary_after == plan.loaded.model.recipient
     if declared:
-        return Estimate(size, declared * 1e6, "runbook")
+        return Estimate(size, declared * 1e6, "runbook", rebuild_primary)
     exe.run([BandwidthProbe(spec, PROBE_BYTES)])
-    return Estimate(size, float(str(exe.captured[str(PROBE_RATE)])), "probe")
+    return Estimate(size, float(str(exe.captured[str(PROBE_RATE)])), "probe", rebuild_primary)
 
 
 def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None,
@@ -201,15 +205,62 @@ def record_downtime(journal: Journal, plan: Plan) -> None:
         if held is not None:
             journal.capture(str(WRITE_DOWNTIME), held)
         return
-    lock_start, _ = timing(StepKind.READ_LOCK)
+    if rb.copy_.method in HOT_METHODS and primary == rb.donor:
+        # the donor served throughout: only the backup tool's commit lock stopped its writes
+        held = journal.data.captured.get(str(HOT_WRITE_LOCK_SECONDS))
+        if held is not None:
+            journal.capture(str(WRITE_DOWNTIME), held)
+        return
+    lock_start, _ = timing(StepKind.READ_LOCK)  # hot, seed scenario: the donor's freeze
     _, end = timing(StepKind.MAKE_WRITABLE, primary)
     copy_start, copy_end = timing(StepKind.COPY)
     if lock_start is None or end is None:
         return
     downtime = end - lock_start
     journal.capture(str(WRITE_DOWNTIME), round(downtime, 3))
-    if copy_start is not None and copy_end is not None:
+    if copy_start is not None and copy_end is not None and copy_start >= lock_start:
         journal.capture(str(DOWNTIME_MINUS_COPY), round(downtime - (copy_end - copy_start), 3))
+    if rb.copy_.method in ("stream", "ssh"):
+        record_phases(journal, plan, downtime)
+
+
+def record_phases(journal: Journal, plan: Plan, downtime: float) -> None:
+    """The write-downtime phase by phase, estimated (from what preflight measured) and actual
+    (from the steps' wall times), side by side in the journal: `estimate.phase.*` and
+    `figures.phase.*`. The estimate's constants are checked against these."""
+    from resync.plan.estimate import Estimate
+    from resync.steps.copy.pipeline import PROBE_RATE
+
+    rb = plan.loaded.model
+    captured = journal.data.captured
+
+    def seconds(*keys: str) -> float:
+        total = 0.0
+        for key in keys:
+            record = journal.step(key)
+            if record.started_at is not None and record.finished_at is not None:
+                total += record.finished_at - record.started_at
+        return total
+
+    def key(kind: StepKind, host: str) -> str:
+        return next(s.key for s in plan.steps if s.id.kind is kind and s.id.subject == host)
+
+    actual = {"lock": seconds(key(StepKind.READ_LOCK, rb.donor)),
+              "donor_shutdown": seconds(key(StepKind.STOP_SERVICE, rb.donor)),
+              "copy": seconds(next(s.key for s in plan.steps if s.id.kind is StepKind.COPY)),
+              "starts": seconds(key(StepKind.START_SERVICE, rb.recipient),
+                                key(StepKind.START_SERVICE, rb.donor))}
+    actual["repoint"] = max(0.0, downtime - sum(actual.values()))
+    for name, value in actual.items():
+        journal.capture(f"figures.phase.{name}", round(value, 3))
+    rate = rb.copy_.bandwidth_mb_per_s
+    size, probe = captured.get(str(DONOR_BYTES)), captured.get(str(PROBE_RATE))
+    if size is None or (not rate and probe is None):
+        return
+    estimate = Estimate(int(str(size)), rate * 1e6 if rate else float(str(probe)),
+                        "runbook" if rate else "probe", rb.primary_after == rb.recipient)
+    for name, figure in estimate.as_values().items():
+        journal.capture(name, figure)
 
 
 def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,

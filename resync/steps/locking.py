@@ -65,10 +65,11 @@ class ReadLockAndCapture(Step):
 
     def __init__(self, host: str, dialect: Dialect, prefix: str, timeout: int, purpose: str,
                  released_by: StepId, *, recapture: bool,
-                 start_if_down: tuple[Action, ...] = ()) -> None:
+                 start_if_down: tuple[Action, ...] = (), before: tuple[Action, ...] = ()) -> None:
         self.host_name, self.dialect, self.timeout = host, dialect, timeout
         self.at = Coordinates.named(prefix)
         self.recapture, self.start_if_down = recapture, start_if_down
+        self.before = before  # e.g. a thaw of what a killed attempt left frozen
         self.released_by = released_by
         self.session = lock_session(host, prefix)
         self.holds_session = self.session
@@ -80,7 +81,7 @@ class ReadLockAndCapture(Step):
 
     def plan(self) -> tuple[Action, ...]:
         host = self.host_name
-        actions: list[Action] = []
+        actions: list[Action] = [*self.before]
         if self.start_if_down:
             up = server_up(host)
             actions += [Probe(answers_probe(host), Answers(), up),

@@ -6,11 +6,19 @@ a server that stopped answering may still be flushing its buffer pool.
 
 from __future__ import annotations
 
-from resync.actions.conditions import Answers, EmptyOutput, Equals, NoAnswer
+from resync.actions.conditions import (
+    Answers,
+    ColumnAtMost,
+    EmptyOutput,
+    Equals,
+    IsSet,
+    NoAnswer,
+    Not,
+)
 from resync.actions.dialect import Dialect
 from resync.actions.quoting import q
-from resync.actions.types import Action, Leaf, Poll, Probe, Shell, Sql, When
-from resync.model.keys import StepId, StepKind, server_up
+from resync.actions.types import Action, Capture, Leaf, Poll, Probe, Ref, Shell, Sql, When
+from resync.model.keys import Key, StepId, StepKind, server_up
 from resync.model.runbook import ServiceSettings
 from resync.steps.base import Step
 
@@ -111,3 +119,40 @@ class StartService(Step):
     def undo_plan(self) -> tuple[Action, ...]:
         return (_command(self.host_name, self.service, False),
                 *wait_stopped(self.host_name, self.datadir, self.service.timeout))
+
+
+# a few pages left to flush at shutdown (16 MB of 16 KiB pages): well under a second of writes
+FEW_DIRTY_PAGES = 1000
+PREFLUSH_SECONDS = 300.0
+
+
+class PreflushDonor(Step):
+    """Write the donor's dirty pages out before its read lock, so that its shutdown under the
+    lock has little left to flush (measured here: a 6 s shutdown became the copy's own time).
+    innodb_max_dirty_pages_pct = 0 makes the page cleaners flush everything; its value before
+    is captured once (a repeat must not capture the 0) and put back by a rollback; the donor's
+    shutdown ends the setting otherwise (it is not persisted)."""
+
+    def __init__(self, host: str, dialect: Dialect) -> None:
+        self.host_name, self.dialect = host, dialect
+        self.before = Key(f"{host}.innodb_max_dirty_pages_pct")
+        self.id = StepId(StepKind.PREFLUSH, host)
+        self.title = f"Flush {host}'s dirty pages before its lock (its shutdown is then short)"
+        self.hosts = (host,)
+        self.why = ("the shutdown under the read lock would flush every dirty page: done now, "
+                    "while the donor still serves; a wait that runs out is not an error")
+
+    def plan(self) -> tuple[Action, ...]:
+        host, d = self.host_name, self.dialect
+        read, dirty = d.max_dirty_pages_pct(), d.dirty_pages()
+        return (When(Not(IsSet(self.before)),
+                     (Capture(host, read.sql, columns=(("pct", self.before),)),),
+                     otherwise_note="captured by an earlier attempt"),
+                Sql(host, d.set_max_dirty_pages_pct().sql, (0,)),
+                Poll(Sql(host, dirty.sql), ColumnAtMost("Value", FEW_DIRTY_PAGES, "dirty pages"),
+                     PREFLUSH_SECONDS, 0.5, timeout_ok=True))
+
+    def undo_plan(self) -> tuple[Action, ...]:
+        return (When(IsSet(self.before), (Sql(self.host_name, self.dialect.set_max_dirty_pages_pct()
+                                              .sql, (Ref(self.before),)),),
+                     otherwise_note="it was not changed"),)

@@ -128,6 +128,7 @@ def _run_demo(console: Console, *, yes: bool, size_mb: int, workdir: Path | None
     keep = Path(f"resync-demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}").absolute()
     keep.mkdir(parents=True)
     root = workdir or Path(tempfile.mkdtemp(prefix="resync-demo-"))
+    root.mkdir(parents=True, exist_ok=True)  # --dir may name a directory yet to be made
     root.chmod(0o755)  # mariadbd runs as user mysql and must reach its datadir
     sandbox = Sandbox(root / "sandbox")
     try:

@@ -205,7 +205,7 @@ def test_plan_detect_shows_versions_tools_and_estimate(tmp_path: Path, remote_pa
                             hosts=ssh_hosts(remote_pair, sshd_server))
     out = resync(tmp_path, "plan", "--detect", "--format", "markdown", str(runbook), check=True).stdout
     assert "detected from the servers" in out
-    assert "nc-openbsd" in out  # the detected stream tools are named
+    assert "/tmp/resync-relay-" in out  # the copy's relay, installed on both ends, is shown
     assert "MB/s (probe): copy ~" in out and "write-downtime ~" in out
     assert "PLAINTEXT on the wire" in out
 

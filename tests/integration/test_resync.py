@@ -41,7 +41,7 @@ def test_seed_scenario_rebuilds_old_primary_from_replica(tmp_path: Path, sandbox
         out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
     assert ps.samples > 10 and ps.seen == [], "no password in any process's command line"
 
-    assert "verification (CHECKSUM TABLE)" in out
+    assert "verification (key-chunk checksums)" in out
     # db1 has db2's data: the failover write, the updates, and not its own damage
     assert sql(pair, "db1", "SELECT item FROM app.orders WHERE id = 5001") == [
         {"item": "written on db2 after failover"}]
@@ -152,7 +152,8 @@ def test_rollback_after_datadir_swap_restores_old_datadir(tmp_path: Path, sandbo
 
 
 # --- refusals: nothing changes --------------------------------------------------------------------
-def test_lock_timeout_names_the_blocker_and_changes_nothing(tmp_path: Path, sandbox_pair: Any) -> None:
+def test_lock_timeout_names_the_blocker_and_rollback_restores_the_recipient(
+        tmp_path: Path, sandbox_pair: Any) -> None:
     pair = sandbox_pair
     load_app_data(pair)
     runbook = write_runbook(tmp_path, pair, donor="db1", recipient="db2", primary_after="db1",
@@ -169,14 +170,18 @@ def test_lock_timeout_names_the_blocker_and_changes_nothing(tmp_path: Path, sand
         sleeper.join()
     assert proc.returncode == 1, proc.stderr
     assert "could not take FLUSH TABLES WITH READ LOCK on db1 within 1s" in proc.stderr
-    assert "nothing was changed" in proc.stderr
+    assert "no lock is held" in proc.stderr
     assert "SLEEP(8)" in proc.stderr, "the blocking queries are named"
-    # nothing changed: both servers up, db2 still replicating from db1
-    d2 = dialect(pair, "db2")
-    assert sql(pair, "db2", d2.replica_status().sql)[0][d2.status_fields.sql_running] == "Yes"
+    # the donor was never stopped nor locked; the recipient was stopped and went aside before
+    # the lock (only the donor is inside the lock window): a rollback brings it back
     states = {s["key"]: s["state"] for s in json.loads(journal_of(tmp_path).read_text())["steps"]}
     assert states["read-lock:db1:source"] == "failed"
-    assert [k for k, v in states.items() if v == "done"] == ["preflight"]
+    assert [k for k, v in states.items() if v == "done"] == [
+        "preflight", "stop-service:db2", "move-datadir-aside:db2", "preflush:db1"]
+    assert sql(pair, "db1", "SELECT @@read_only AS ro") == [{"ro": 0}], "db1 serves on"
+    resync(tmp_path, "rollback", "--yes", str(journal_of(tmp_path)), check=True)
+    d2 = dialect(pair, "db2")
+    assert sql(pair, "db2", d2.replica_status().sql)[0][d2.status_fields.sql_running] == "Yes"
 
 
 def test_wrong_password_is_refused_before_anything(tmp_path: Path, sandbox_pair: Any,
@@ -212,17 +217,17 @@ def test_demo_runs_end_to_end(tmp_path: Path, sandbox_root: Path) -> None:
     proc = resync(tmp_path, "demo", "--yes", "--size-mb", "5", "--dir", str(sandbox_root))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "a row written on db1 arrived on db2" in proc.stdout
-    assert "NO" not in proc.stdout.split("verification (CHECKSUM TABLE)")[1].split("copy.bytes")[0]
+    assert "NO" not in proc.stdout.split("verification (key-chunk checksums)")[1].split("copy.bytes")[0]
     assert not list(sandbox_root.glob("sandbox/*/run/*.pid")), "servers stopped at the end"
 
 
 def test_operator_abort_at_a_prompt_changes_nothing(tmp_path: Path, sandbox_pair: Any) -> None:
     pair = sandbox_pair
     runbook = write_runbook(tmp_path, pair, donor="db1", recipient="db2", primary_after="db1")
-    proc = resync(tmp_path, "run", str(runbook), stdin="y\na\n")  # run preflight, abort the lock
+    proc = resync(tmp_path, "run", str(runbook), stdin="y\na\n")  # run preflight, abort the stop
     assert proc.returncode == 130, proc.stdout + proc.stderr
-    assert "aborted by the operator before step 'read-lock:db1:source'" in proc.stderr
-    assert "FLUSH TABLES WITH READ LOCK" in proc.stdout, "the step was shown with its SQL first"
+    assert "aborted by the operator before step 'stop-service:db2'" in proc.stderr
+    assert "stop.sh" in proc.stdout, "the step was shown with its command first"
     assert "run this step? (y)es / (s)kip / (a)bort" in proc.stdout, "the choices are readable"
     data = json.loads(journal_of(tmp_path).read_text())
     assert data["outcome"] == "aborted"

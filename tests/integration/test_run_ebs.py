@@ -122,7 +122,7 @@ def test_replica_rebuilt_from_a_snapshot_while_the_primary_keeps_serving(
         out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
         time.sleep(0.5)
 
-    assert "verification (CHECKSUM TABLE)" in out
+    assert "verification (key-chunk checksums)" in out
     assert mariadbd_pid(pair["db1"]) == donor_pid, "the donor was never stopped"
     assert writer.acked and writer.refused == 0, "the primary took every write through the run"
     # every acknowledged write is on the rebuilt replica (it replicates from the snapshot's point)
@@ -297,7 +297,7 @@ def test_swap_makes_the_new_volume_the_data_volume_and_keeps_the_old_one(
 
     out = resync(tmp_path, "run", "--yes", str(runbook), check=True).stdout
 
-    assert "verification (CHECKSUM TABLE)" in out
+    assert "verification (key-chunk checksums)" in out
     assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 8888") == [{"n": 0}]
     sql(pair, "db1", "INSERT INTO app.orders VALUES (7001, 'after the swap', 1)")
     wait_rows(pair, "db2", "SELECT item FROM app.orders WHERE id = 7001", [{"item": "after the swap"}])

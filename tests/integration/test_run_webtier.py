@@ -41,7 +41,9 @@ def test_a_run_behind_the_page_drains_and_restores_the_rebuilt_member(
                              check=True).stdout)
     keys = [s["key"] for s in plan["steps"]]
     assert keys[1:3] == ["maintenance-on", "lb-drain:db1"], "the page and the drain come first"
-    assert keys[-2:] == ["lb-restore:db1", "maintenance-off"], "restore and page off come last"
+    assert keys[-3:-1] == ["lb-restore:db1", "maintenance-off"], (
+        "restore and page off come once the new primary takes writes")
+    assert keys[-1] == "verify-data:db1=db2", "verify runs after, out of the downtime"
 
     resync(tmp_path, "run", "--yes", str(runbook), check=True)
     assert get(page)[0] == 200, "the page is off after the run"

@@ -1,19 +1,27 @@
-"""Which stream tools the copy picks, and that both ends always hash what they carry."""
+"""The copy's shell pipelines: the relay carries the stream method, ssh the other; both ends
+always report what they carried, and every runbook value stays one shell word."""
 
 from __future__ import annotations
+
+import shlex
 
 import pytest
 
 from resync.model.errors import ResyncError
+from resync.steps.copy import relay
 from resync.steps.copy.commands import (
     CONNECTORS,
     LISTENERS,
+    PROBED,
     CopySpec,
+    bandwidth_probe,
     excludes_for,
     pick,
     receiver,
+    relay_installs,
     sender,
 )
+from resync.steps.copy.pipeline import end_report
 
 
 def spec(**overrides: object) -> CopySpec:
@@ -23,41 +31,84 @@ def spec(**overrides: object) -> CopySpec:
     return CopySpec(**{**base.__dict__, **overrides})
 
 
-@pytest.mark.parametrize(("available", "wanted", "expected"), [
-    ({"nc-openbsd", "socat", "bash-tcp"}, LISTENERS, "nc-openbsd"),
-    ({"socat", "bash-tcp"}, LISTENERS, "socat"),
-    ({"bash-tcp"}, CONNECTORS, "bash-tcp"),
-])
-def test_pick_prefers_openbsd_nc_then_socat_then_bash(available: set[str],
-                                                      wanted: tuple[str, ...], expected: str) -> None:
-    assert pick(available, wanted, "h", "receive") == expected
+def test_pick_wants_python3_where_the_tools_were_probed() -> None:
+    assert pick({PROBED, "python3", "pv"}, LISTENERS, "h", "receive") == "python3"
+    with pytest.raises(ResyncError, match=r"db2 has no python3 .* apt-get install python3"):
+        pick({PROBED, "pv", "ssh"}, CONNECTORS, "db2", "send")
 
 
-def test_no_listener_is_a_clear_error() -> None:
-    with pytest.raises(ResyncError, match="apt-get install netcat-openbsd"):
-        pick({"bash-tcp"}, LISTENERS, "db2", "receive")
+def test_pick_assumes_python3_where_nothing_was_probed() -> None:
+    """A plan without --detect: the preflight's tools check asks each host before any change."""
+    assert pick({"ssh", "pv"}, LISTENERS, "h", "receive") == "python3"
 
 
 @pytest.mark.parametrize("overrides", [
-    {}, {"listener": "socat", "connector": "bash-tcp"}, {"compress": "zstd"},
-    {"rate_limit_mb_per_s": 50.0},
+    {}, {"compress": "zstd"}, {"compress": "lz4"}, {"rate_limit_mb_per_s": 50.0},
+    {"digest": "sha256"},
 ])
-def test_stream_ends_hash_and_count(overrides: dict[str, object]) -> None:
+def test_stream_ends_relay_count_and_checksum(overrides: dict[str, object]) -> None:
     s = spec(**overrides)
     recv, send = receiver(s), sender(s)
     assert recv is not None
+    digest = s.digest
+    assert f"python3 {relay.PATH} receive 10.0.0.2 7878 {digest} | " in recv.render()
+    assert send.render().endswith(f" | python3 {relay.PATH} send 10.0.0.2 7878 {digest}")
     for end in (recv.render(), send.render()):
-        assert "openssl dgst -sha256" in end and "--totals" in end
-    assert "RESYNC received sha256" in recv.render() and "RESYNC sent sha256" in send.render()
-    assert "nc -N" in send.render() or "socat" in send.render() or "/dev/tcp/" in send.render()
+        assert "--totals" in end and "tee" not in end and "openssl" not in end and "nc " not in end
+        assert end.startswith(": resync-copy-run <run_id>; set -euo pipefail; ")
+    if s.compress != "none":
+        assert f"{s.compress} -q -d -c | tar -x" in recv.render()
+        assert f"| {s.compress} -q -1" in send.render()
+    if s.rate_limit_mb_per_s:
+        assert "| pv -q -L 50000000 | python3" in send.render()
 
 
-def test_ssh_method_has_no_listener_and_runs_the_receiving_half_remotely() -> None:
-    s = spec(method="ssh", ssh_target="admin@10.0.0.2", ssh_options=("-i", "/k"), ssh_sudo=True)
+def test_the_relay_is_written_on_both_hosts_recipient_first() -> None:
+    installs = relay_installs(spec())
+    assert [i.host for i in installs] == ["r", "d"]
+    assert all(i.privileged and i.render() == relay.install(i.host).render() for i in installs)
+    assert relay_installs(spec(method="ssh")) == ()
+
+
+def test_ssh_method_has_no_listener_no_relay_and_runs_the_receiving_half_remotely() -> None:
+    s = spec(method="ssh", ssh_target="admin@10.0.0.2", ssh_options=("-i", "/k"), ssh_sudo=True,
+             compress="zstd")
     assert receiver(s) is None
     line = sender(s).render()
-    assert "ssh -o BatchMode=yes -c aes128-gcm@openssh.com -i /k admin@10.0.0.2" in line
-    assert "sudo -n bash -c" in line and "RESYNC received sha256" in line
+    assert "| zstd -q -1 -T0 -c | ssh -o BatchMode=yes -c aes128-gcm@openssh.com -i /k " \
+           "admin@10.0.0.2 " in line
+    remote = shlex.split(shlex.split(line.split("admin@10.0.0.2 ", 1)[1])[0])
+    assert remote[:3] == ["sudo", "-n", "bash"]
+    assert remote[4] == ("set -euo pipefail; zstd -q -d -c | tar -x -f - --totals --no-same-owner "
+                         "-C /r; chown -R mysql:mysql /r")
+    assert relay.PATH not in line and "openssl" not in line, "ssh authenticates: counts suffice"
+
+
+def test_the_bandwidth_probe_goes_through_the_relay() -> None:
+    recv, send = bandwidth_probe(spec(recipient_datadir="/srv/mysql"), 1000)
+    assert recv is not None
+    assert recv.render() == (f"set -uo pipefail; python3 {relay.PATH} receive 10.0.0.2 7878 crc32"
+                             " > /srv/.resync-probe.$$; rc=$?; rm -f /srv/.resync-probe.$$; exit $rc")
+    assert send.render() == (f"set -euo pipefail; head -c 1000 /dev/zero | python3 {relay.PATH} "
+                             "send 10.0.0.2 7878 crc32")
+    none, ssh = bandwidth_probe(spec(method="ssh", ssh_target="t"), 1000)
+    assert none is None and relay.PATH not in ssh.render() and "cat > //.resync-probe.$$" in ssh.render()
+
+
+# -- what each end reports, as the controller reads it --------------------------------------------
+
+RELAYED_OUT = ("tar: Total bytes written: 10240 (10KiB, 1.2GiB/s)\n"
+               "RESYNC sent bytes=4711 crc32=0a1b2c3d\n")
+
+
+def test_end_reports() -> None:
+    assert end_report(RELAYED_OUT, True, True) == "tar=10240 wire=4711 crc32=0a1b2c3d"
+    received = "Total bytes read: 10240 (10KiB, 1GiB/s)\nRESYNC received bytes=4711 crc32=0a1b2c3d\n"
+    assert end_report(received, False, True) == "tar=10240 wire=4711 crc32=0a1b2c3d"
+    assert end_report(RELAYED_OUT, True, False) == "tar=10240"
+    assert end_report(RELAYED_OUT, False, True) == "", "the receiver's report is not the sender's"
+    assert end_report("RESYNC sent bytes=4711 crc32=0a1b2c3d\n", True, True) == "", "tar said nothing"
+    assert end_report("Total bytes written: 10240\n", True, True) == "", "the relay said nothing"
 
 
 # -- addresses are shell-quoted (a runbook's address is data, never shell code) -------------------
@@ -66,39 +117,26 @@ ODD_ADDRESS = "db-1.example.internal; touch /tmp/pwned"
 
 
 @pytest.mark.parametrize("address", ["10.0.0.2", "fd00::2", "db1.example.internal", ODD_ADDRESS])
-def test_stream_tools_quote_the_address(address: str) -> None:
-    import shlex
-
-    from resync.steps.copy.commands import connect, listen
-
-    host = f"[{address}]" if ":" in address else address  # socat reads host:port
-    assert shlex.split(listen("socat", address, 7878)) == [
-        "socat", "-u", f"TCP-LISTEN:7878,bind={host},reuseaddr", "STDOUT"]
-    assert shlex.split(connect("socat", address, 7878)) == [
-        "socat", "-u", "STDIN", f"TCP:{host}:7878"]
-    assert shlex.split(connect("bash-tcp", address, 7878)) == ["cat", ">", f"/dev/tcp/{address}/7878"]
-    assert shlex.split(listen("nc-openbsd", address, 7878)) == ["nc", "-d", "-l", address, "7878"]
-    assert shlex.split(connect("nc-openbsd", address, 7878)) == ["nc", "-N", address, "7878"]
+def test_the_relay_quotes_the_address(address: str) -> None:
+    for role in ("send", "receive"):
+        assert shlex.split(relay.relay(role, address, 7878, "crc32")) == [
+            "python3", relay.PATH, role, address, "7878", "crc32"]
 
 
 def test_an_odd_address_stays_one_word_in_the_whole_copy_pipeline() -> None:
-    s = spec(listen_address=ODD_ADDRESS, listener="socat", connector="bash-tcp")
+    s = spec(listen_address=ODD_ADDRESS)
     recv = receiver(s)
     assert recv is not None
-    assert f"'TCP-LISTEN:7878,bind={ODD_ADDRESS},reuseaddr'" in recv.render()
-    assert f"'/dev/tcp/{ODD_ADDRESS}/7878'" in sender(s).render()
+    assert f"receive '{ODD_ADDRESS}' 7878" in recv.render()
+    assert f"send '{ODD_ADDRESS}' 7878" in sender(s).render()
 
 
-def test_socat_brackets_an_ipv6_address() -> None:
-    from resync.steps.copy.commands import connect, listen
-
-    assert "TCP:[fd00::2]:7878" in connect("socat", "fd00::2", 7878)
-    assert "bind=[fd00::2]" in listen("socat", "fd00::2", 7878)
+def test_an_unknown_digest_is_refused() -> None:
+    with pytest.raises(ValueError, match="crc32, sha256"):
+        relay.relay("send", "h", 1, "md5")
 
 
 def test_ssh_reachability_probe_captures_into_the_key() -> None:
-    import shlex
-
     from resync.model.keys import Key
     from resync.steps.copy.commands import ssh_reachability
 

@@ -40,9 +40,10 @@ def _copy_section(text: str) -> str:
 
 def test_replica_rebuild_never_stops_the_donor() -> None:
     plan = make_plan("rebuild-replica-ebs")
+    # the recipient stops and is checked again first: a refusal leaves the donor as it was
     assert keys(plan) == [
-        "preflight", "read-lock:db1:source", "ebs-snapshot:db1", "stop-service:db2",
-        "move-datadir-aside:db2", "ebs-volume:db2", "copy-datadir:db1->db2:ebs",
+        "preflight", "stop-service:db2", "move-datadir-aside:db2", "read-lock:db1:source",
+        "ebs-snapshot:db1", "ebs-volume:db2", "copy-datadir:db1->db2:ebs",
         "start-service:db2", "point-replica:db2", "wait-replica:db2", "make-writable:db1",
         "verify-data:db1=db2", "ebs-release:db2"]
     assert not any(s.key.endswith(":db1") and s.key.split(":")[0] in ("stop-service",
@@ -51,7 +52,7 @@ def test_replica_rebuild_never_stops_the_donor() -> None:
 
 
 def test_the_lock_is_released_once_the_snapshot_has_started() -> None:
-    snap = make_plan("rebuild-replica-ebs").steps[2]
+    snap = make_plan("rebuild-replica-ebs").steps[4]
     assert isinstance(snap, SnapshotDonor)
     actions = snap.plan()
     create = next(i for i, a in enumerate(actions)
@@ -66,18 +67,20 @@ def test_the_lock_is_released_once_the_snapshot_has_started() -> None:
     # the replica rebuild: the donor (the primary) takes writes again at once
     assert not any(isinstance(a, Sql) and "read_only" in a.sql for a in actions)
     # and the lock is the one the step before took
-    lock = make_plan("rebuild-replica-ebs").steps[1]
+    lock = make_plan("rebuild-replica-ebs").steps[3]
     assert release.session == lock.holds_session and lock.released_by == snap.id
 
 
 def test_seed_scenario_keeps_the_donor_read_only_and_frozen_only_around_the_snapshot() -> None:
     plan = old_primary_with_ebs()
     assert keys(plan)[:8] == [
-        "preflight", "stop-replication:db2", "read-lock:db2:donor", "ebs-snapshot:db2",
-        "stop-service:db1", "move-datadir-aside:db1", "ebs-volume:db1",
-        "copy-datadir:db2->db1:ebs"]
+        "preflight", "stop-service:db1", "move-datadir-aside:db1", "stop-replication:db2",
+        "read-lock:db2:donor", "ebs-snapshot:db2", "ebs-volume:db1", "copy-datadir:db2->db1:ebs"]
     assert "stop-service:db2" not in keys(plan) and "start-service:db2" not in keys(plan)
-    snap = plan.steps[3]
+    # a filesystem a killed attempt left frozen is thawed before the lock is taken again
+    first = plan.steps[4].plan()[0]
+    assert isinstance(first, Leaf) and first.render().startswith("out=$(fsfreeze -u ")
+    snap = plan.steps[5]
     assert isinstance(snap, SnapshotDonor)
     actions = snap.plan()
     frozen = next(a for a in actions if isinstance(a, Frozen))
@@ -110,7 +113,7 @@ class Recorder:
 
 
 def test_a_failed_snapshot_is_thawed_in_a_finally_path() -> None:
-    snap = old_primary_with_ebs().steps[3]
+    snap = old_primary_with_ebs().steps[5]
     frozen = next(a for a in snap.plan() if isinstance(a, Frozen))
     run = Recorder(fail_at=1)
     with pytest.raises(RuntimeError):
@@ -140,7 +143,7 @@ def test_ebs_section_without_the_method_names_the_line(tmp_path: Path) -> None:
     assert f"rb.yaml:{bad.splitlines().index('copy:') + 1}: copy:" in str(err)
 
 
-@pytest.mark.parametrize(("writable", "expected"), [(True, 2.0), (False, 2 + 100 + 60 + 20 + 20)])
+@pytest.mark.parametrize(("writable", "expected"), [(True, 2.0), (False, 2 + 100 + 60 + 20 + 0.4 + 1.0)])
 def test_estimate_in_seconds(writable: bool, expected: float) -> None:
     e = EbsEstimate(volume_gib=100, used_bytes=10_000_000_000, datadir_bytes=1_000_000_000,
                     donor_writable_after=writable)
@@ -171,10 +174,11 @@ PREWARM = ("    prewarm: false", "    prewarm: true")
 def test_swap_replaces_the_data_volume_and_keeps_the_new_one() -> None:
     plan = replica_ebs(SWAP)
     assert keys(plan) == [
-        "preflight", "read-lock:db1:source", "ebs-snapshot:db1", "stop-service:db2",
-        "ebs-volume:db2", "ebs-swap:db2", "start-service:db2", "point-replica:db2",
-        "wait-replica:db2", "make-writable:db1", "verify-data:db1=db2", "ebs-release:db2"]
-    swap = plan.steps[5]
+        "preflight", "stop-service:db2", "errant-recheck:db2", "read-lock:db1:source",
+        "ebs-snapshot:db1", "ebs-volume:db2", "ebs-swap:db2", "start-service:db2",
+        "point-replica:db2", "wait-replica:db2", "make-writable:db1", "verify-data:db1=db2",
+        "ebs-release:db2"]
+    swap = plan.steps[6]
     texts = [a.render() for a in swap.plan() if isinstance(a, Leaf)]
     assert any(t.startswith("ec2 detach_volume VolumeId=<recipient.ebs.old.volume_id>")
                for t in texts)

@@ -25,7 +25,7 @@ from resync.plan.document import differences, plan_document, step_views
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
-EXAMPLES = ("rebuild-old-primary", "rebuild-replica", "rebuild-replica-ebs")
+EXAMPLES = ("rebuild-old-primary", "rebuild-replica", "rebuild-replica-ebs", "rebuild-replica-hot")
 UPDATE = os.environ.get("RESYNC_UPDATE_GOLDEN") == "1"
 
 
@@ -88,8 +88,9 @@ def test_old_primary_plan_structure() -> None:
     assert doc["replication_mode"] == "gtid"  # MariaDB assumed: GTIDs always on
     keys = [s["key"] for s in doc["steps"]]
     assert keys == [
-        "preflight", "stop-replication:db2", "read-lock:db2:donor",
-        "stop-service:db1", "stop-service:db2", "move-datadir-aside:db1",
+        # only the donor inside the lock window: the recipient stops and goes aside first
+        "preflight", "stop-service:db1", "move-datadir-aside:db1", "stop-replication:db2",
+        "preflush:db2", "read-lock:db2:donor", "stop-service:db2",
         "copy-datadir:db2->db1", "start-service:db1", "start-service:db2",
         "reset-binlogs:db1", "read-lock:db1:source", "point-replica:db2", "wait-replica:db2",
         "unlock:db1", "make-writable:db1", "verify-data:db1=db2",
@@ -119,8 +120,9 @@ def test_replica_plan_structure() -> None:
     doc = json.loads(rendered("rebuild-replica", "json"))
     keys = [s["key"] for s in doc["steps"]]
     assert keys == [
-        "preflight", "read-lock:db1:source", "stop-service:db2", "stop-service:db1",
-        "move-datadir-aside:db2", "copy-datadir:db1->db2", "start-service:db2", "start-service:db1",
+        "preflight", "stop-service:db2", "move-datadir-aside:db2", "preflush:db1",
+        "read-lock:db1:source", "stop-service:db1",
+        "copy-datadir:db1->db2", "start-service:db2", "start-service:db1",
         "point-replica:db2", "wait-replica:db2", "make-writable:db1", "verify-data:db1=db2",
     ]
     assert not any(k.startswith(("reset-binlogs", "stop-replication", "unlock")) for k in keys)
@@ -129,7 +131,7 @@ def test_replica_plan_structure() -> None:
 def test_markdown_flags_destructive_steps_and_missing_undo() -> None:
     md = rendered("rebuild-old-primary", "md")
     assert md.startswith("# resync plan: rebuild-db1-from-db2\n")
-    assert "## 6. Move db1's datadir aside (kept) and create an empty one — **DESTRUCTIVE**" in md
+    assert "## 3. Move db1's datadir aside (kept) and create an empty one — **DESTRUCTIVE**" in md
     assert md.count("— **DESTRUCTIVE**") == 3
     assert md.count("Undo: none") == 2  # the copy and the binlog reset
     for step in step_views(make_plan("rebuild-old-primary")):
@@ -169,8 +171,13 @@ def test_mariadb_renders_its_own_gtid_statements() -> None:
     sql = all_actions(make_plan("rebuild-old-primary"), ("sql", "capture"))
     assert "SELECT @@GLOBAL.gtid_binlog_pos AS gtid" in sql
     assert "SET GLOBAL gtid_binlog_state = <donor.gtid>" in sql
-    assert "SELECT MASTER_GTID_WAIT(<verify.position>, 300) AS reached" in sql
     assert not [s for s in sql if "REPLICA" in s or "gtid_executed" in s]
+    # verify: the snapshot names its binlog position, the replica's applier stops exactly there
+    each = all_actions(make_plan("rebuild-old-primary"), ("each",))
+    assert "each round: SHOW SESSION STATUS LIKE 'binlog_snapshot_%'" in each
+    assert ("each position it is not at yet: START SLAVE SQL_THREAD UNTIL "
+            "MASTER_LOG_FILE = <verify.at.file>, MASTER_LOG_POS = <verify.at.pos>") in each
+    assert not [s for s in each if "REPLICA" in s or "FLUSH TABLES" in s]
 
 
 def test_preflight_lists_every_check_and_its_leaves() -> None:
@@ -186,7 +193,7 @@ def test_undo_and_otherwise_notes_are_rendered() -> None:
     md = rendered("rebuild-old-primary", "md")
     assert "- otherwise: already recorded by an earlier attempt" in md
     assert "- otherwise: it had no replication source before the run: nothing to restore" in md
-    assert "- otherwise: no user tables: nothing to compare" in md
+    assert "- otherwise: the replica's applier was not left stopped" in md
     text = as_text(make_plan("rebuild-old-primary"))
     assert "otherwise: already stopped: no stop command" in text
     assert "undo:" in text

@@ -1,9 +1,11 @@
 """The shell pipelines of a physical copy, as data: which tools, which flags, on which end.
 
-stream: the recipient listens (`nc -l`, or socat), the donor's `tar c` connects to it.
+stream: the recipient's relay listens, the donor's `tar c` feeds its relay, which connects to it
+        (`relay.py`: one process per end moves, counts and checksums the bytes in one pass).
 ssh:    the donor runs `tar c | ssh recipient 'tar x'` with the OpenSSH client (encrypted).
-Both ends hash what crosses the wire (`openssl dgst -sha256` in a fifo beside the pipe) and tar
-reports its byte totals, so the two ends can be compared before the recipient is started.
+tar reports its byte totals on both ends, and with the stream method each relay its count and
+CRC-32 of what crossed the wire, so that the two ends can be compared before the recipient is
+started. SSH's AEAD cipher already authenticates every byte: there the totals are compared.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from resync.actions.quoting import argv, q
 from resync.actions.types import Ref, Shell
 from resync.model.errors import ResyncError
 from resync.model.keys import OLD_DATADIR, RUN_ID, Key
+from resync.steps.copy import relay
 
 Method = Literal["stream", "ssh", "ebs"]
 Compress = Literal["none", "zstd", "lz4"]
@@ -35,26 +38,16 @@ FLAVOR_EXCLUDES = {
     "mariadb": (),
 }
 
-# what each end may use to carry the stream, best first
-LISTENERS = ("nc-openbsd", "socat")
-CONNECTORS = ("nc-openbsd", "socat", "bash-tcp")
-TOOL_PROBE = ("nc -h 2>&1 | grep -q OpenBSD && echo nc-openbsd; command -v socat >/dev/null && "
-              "echo socat; command -v bash >/dev/null && echo bash-tcp; for t in zstd lz4 pv ssh; "
-              "do command -v $t >/dev/null && echo $t; done; true")
+# What carries the stream on each end: the relay, run by python3 (3.5 or later). TOOL_PROBE
+# (`plan --detect`) names what a host has; its first word says that it was probed.
+LISTENERS = CONNECTORS = ("python3",)
+PROBED = "tools-probed"
+TOOL_PROBE = (f"echo {PROBED}; python3 -c 'import sys; sys.exit(sys.version_info < (3, 5))' "
+              "2>/dev/null && echo python3; for t in zstd lz4 pv ssh; do command -v $t >/dev/null "
+              "&& echo $t; done; true")
 
-SENT = re.compile(r"^RESYNC sent sha256=([0-9a-f]{64})$", re.MULTILINE)
-RECEIVED = re.compile(r"^RESYNC received sha256=([0-9a-f]{64})$", re.MULTILINE)
 TAR_WRITTEN = re.compile(r"Total bytes written: (\d+)")
 TAR_READ = re.compile(r"Total bytes read: (\d+)")
-
-_HASH_FIFO = (
-    't=$(mktemp -d /tmp/resync-copy.XXXXXX); trap "rm -rf -- $t" EXIT; mkfifo "$t/h"; '
-    'openssl dgst -sha256 -r < "$t/h" > "$t/sum" & hp=$!; '
-)
-
-
-def _report(direction: str) -> str:
-    return f'wait $hp; echo "RESYNC {direction} sha256=$(cut -d" " -f1 "$t/sum")"'
 
 
 def excludes_for(flavor: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -75,8 +68,9 @@ class CopySpec:
     compress: Compress = "none"
     compress_level: int = 1
     compress_threads: int = 0  # zstd -T0: all cores
-    listener: str = "nc-openbsd"
-    connector: str = "nc-openbsd"
+    listener: str = "python3"  # runs the relay (stream)
+    connector: str = "python3"
+    digest: str = "crc32"  # the relay's checksum (stream): relay.DIGESTS
     ssh_target: str = ""  # user@host the donor's ssh client reaches the recipient as
     ssh_options: tuple[str, ...] = ()
     ssh_cipher: str | None = "aes128-gcm@openssh.com"
@@ -84,12 +78,18 @@ class CopySpec:
     rate_limit_mb_per_s: float | None = None  # pv -L on the donor: leave bandwidth for others
 
     def label(self) -> str:
-        how = (f"tar | {self.connector} -> {self.listener} | tar" if self.method == "stream"
+        how = ("tar | relay -> relay | tar" if self.method == "stream"
                else f"tar | ssh ({self.ssh_cipher or 'default cipher'}) | tar")
         if self.compress != "none":
             how += f", {self.compress}"
         return how + (f", limited to {self.rate_limit_mb_per_s:g} MB/s" if self.rate_limit_mb_per_s
                       else "")
+
+    def checked(self) -> str:
+        """What the two ends' reports compare."""
+        if self.method == "ssh":
+            return "byte counts compared; ssh authenticates every byte"
+        return f"byte counts and {'CRC-32' if self.digest == 'crc32' else self.digest} compared"
 
 
 def _compress(spec: CopySpec) -> str:
@@ -104,36 +104,14 @@ def _decompress(spec: CopySpec) -> str:
     return {"zstd": "zstd -q -d -c | ", "lz4": "lz4 -q -d -c | "}.get(spec.compress, "")
 
 
-def _socat_host(address: str) -> str:
-    """socat reads `host:port`: an IPv6 address goes in brackets."""
-    return f"[{address}]" if ":" in address else address
-
-
-def listen(tool: str, address: str, port: int) -> str:
-    if tool == "nc-openbsd":
-        return f"nc -d -l {q(address)} {port}"
-    if tool == "socat":
-        return argv("socat", "-u", f"TCP-LISTEN:{port},bind={_socat_host(address)},reuseaddr",
-                    "STDOUT")
-    raise ResyncError(f"no listener tool '{tool}' (need OpenBSD nc or socat on the recipient)")
-
-
-def connect(tool: str, address: str, port: int) -> str:
-    if tool == "nc-openbsd":
-        return f"nc -N {q(address)} {port}"
-    if tool == "socat":
-        return argv("socat", "-u", "STDIN", f"TCP:{_socat_host(address)}:{port}")
-    if tool == "bash-tcp":
-        return f"cat > {q(f'/dev/tcp/{address}/{port}')}"
-    raise ResyncError(f"no connector tool '{tool}'")
-
-
 def pick(available: frozenset[str] | set[str], wanted: tuple[str, ...], host: str, role: str) -> str:
+    """The tool of `wanted` the host has. Tools that were not probed (a plan without --detect) are
+    assumed there: preflight checks them before anything changes."""
     for tool in wanted:
-        if tool in available:
+        if tool in available or PROBED not in available:
             return tool
-    raise ResyncError(f"{host} has none of {', '.join(wanted)} to {role} the stream: "
-                      "apt-get install netcat-openbsd (or socat)")
+    raise ResyncError(f"{host} has no {' or '.join(wanted)} (3.5 or later) to {role} the stream: "
+                      "apt-get install python3")
 
 
 def clear_partial(spec: CopySpec) -> Shell:
@@ -144,11 +122,12 @@ def clear_partial(spec: CopySpec) -> Shell:
                       f"; find {d} -mindepth 1 -delete", privileged=True)
 
 
-def _unpack(spec: CopySpec, source: str) -> str:
+def _unpack(spec: CopySpec, source: str | None) -> str:
+    """The recipient's half: `source |` (none: its stdin) into tar x, then the owner."""
     d = q(spec.recipient_datadir)
-    return (f"set -euo pipefail; {_HASH_FIFO}{source} | tee \"$t/h\" | {_decompress(spec)}"
-            f"tar -x -f - --totals --no-same-owner -C {d}; chown -R {q(spec.owner)} {d}; "
-            + _report("received"))
+    head = f"{source} | " if source else ""
+    return (f"set -euo pipefail; {head}{_decompress(spec)}tar -x -f - --totals --no-same-owner "
+            f"-C {d}; chown -R {q(spec.owner)} {d}")
 
 
 def _pack(spec: CopySpec) -> str:
@@ -156,7 +135,17 @@ def _pack(spec: CopySpec) -> str:
     limit = (f"pv -q -L {int(spec.rate_limit_mb_per_s * 1_000_000)} | "
              if spec.rate_limit_mb_per_s else "")
     return (f"tar -c -f - --totals {excludes} -C {q(spec.donor_datadir)} . | {limit}"
-            f"{_compress(spec)}tee \"$t/h\"")
+            f"{_compress(spec)}")
+
+
+def _relay(spec: CopySpec, role: str) -> str:
+    return relay.relay(role, spec.listen_address, spec.port, spec.digest)
+
+
+def relay_installs(spec: CopySpec) -> tuple[Shell, ...]:
+    """The relay written on both hosts (stream), the recipient's first: it starts first."""
+    return (relay.install(spec.recipient), relay.install(spec.donor)) if spec.method == "stream" \
+        else ()
 
 
 # The two ends carry this tag (a no-op `:` command) so that a resumed run can find and stop
@@ -183,8 +172,7 @@ def stop_leftovers(host: str) -> Shell:
 def receiver(spec: CopySpec) -> Shell | None:
     if spec.method == "ssh":
         return None  # the donor's ssh client runs the receiving half
-    return tagged(spec.recipient, _unpack(spec, listen(spec.listener, spec.listen_address,
-                                                        spec.port)))
+    return tagged(spec.recipient, _unpack(spec, _relay(spec, "receive")))
 
 
 def _ssh_to_recipient(spec: CopySpec, remote_script: str) -> str:
@@ -197,10 +185,9 @@ def _ssh_to_recipient(spec: CopySpec, remote_script: str) -> str:
 
 
 def sender(spec: CopySpec) -> Shell:
-    sink = (connect(spec.connector, spec.listen_address, spec.port) if spec.method == "stream"
-            else _ssh_to_recipient(spec, _unpack(spec, "cat")))
-    return tagged(spec.donor, f"set -euo pipefail; {_HASH_FIFO}{_pack(spec)} | {sink}; "
-                   + _report("sent"))
+    sink = (_relay(spec, "send") if spec.method == "stream"
+            else _ssh_to_recipient(spec, _unpack(spec, None)))
+    return tagged(spec.donor, f"set -euo pipefail; {_pack(spec)}{sink}")
 
 
 def ssh_reachability(spec: CopySpec, into: Key) -> Shell:
@@ -213,25 +200,20 @@ def ssh_reachability(spec: CopySpec, into: Key) -> Shell:
 
 
 def bandwidth_probe(spec: CopySpec, nbytes: int) -> tuple[Shell | None, Shell]:
-    """A short probe through the copy's own pipeline: `nbytes` of zeros, hashed on both ends as
-    the copy is, written to a scratch file beside the recipient's datadir (same filesystem) and
-    deleted. It leaves out the donor's disk reads and tar, so it is an upper bound."""
+    """A short probe through the copy's own transport: `nbytes` of zeros (checksummed by the
+    relays as the copy is), written to a scratch file beside the recipient's datadir (same
+    filesystem) and deleted. It leaves out the donor's disk reads and tar: an upper bound."""
     scratch = f"{q(parent_dir(spec.recipient_datadir))}/.resync-probe.$$"
 
     def sink(source: str) -> str:
         # the scratch file goes whatever happens (no set -e before the rm)
-        return (f"set -uo pipefail; {_HASH_FIFO}{source} | tee \"$t/h\" > {scratch}; rc=$?; "
-                f"rm -f {scratch}; wait $hp; exit $rc")
+        return f"set -uo pipefail; {source} > {scratch}; rc=$?; rm -f {scratch}; exit $rc"
 
-    def send(to: str) -> Shell:
-        return Shell.line(spec.donor, f"set -euo pipefail; {_HASH_FIFO}head -c {nbytes} /dev/zero"
-                          f" | tee \"$t/h\" | {to}; wait $hp")
-
+    zeros = f"set -euo pipefail; head -c {nbytes} /dev/zero | "
     if spec.method == "ssh":
-        return None, send(_ssh_to_recipient(spec, sink("cat")))
-    listener = listen(spec.listener, spec.listen_address, spec.port)
-    return (Shell.line(spec.recipient, sink(listener), privileged=True),
-            send(connect(spec.connector, spec.listen_address, spec.port)))
+        return None, Shell.line(spec.donor, zeros + _ssh_to_recipient(spec, sink("cat")))
+    return (Shell.line(spec.recipient, sink(_relay(spec, "receive")), privileged=True),
+            Shell.line(spec.donor, zeros + _relay(spec, "send")))
 
 
 def parent_dir(path: str) -> str:

@@ -1,14 +1,16 @@
-"""The physical copy step: host to host, hashed on both ends, watched for progress and stalls.
+"""The physical copy step: host to host, checked on both ends, watched for progress and stalls.
 
-Bulk data flows from the donor's tar straight into the recipient's tar (a TCP stream or the
-OpenSSH client on the donor); the controller only starts the ends, polls the bytes landed in the
-recipient's datadir, stops both ends when nothing moves for `stall_timeout`, and compares what
-the two ends saw (tar's byte totals, SHA-256 of the stream) before the recipient may start.
+Bulk data flows from the donor's tar straight into the recipient's tar (a relay on each end over
+one TCP connection, or the OpenSSH client on the donor); the controller only starts the ends,
+polls the bytes landed in the recipient's datadir, stops both ends when nothing moves for
+`stall_timeout`, and compares what the two ends saw (tar's byte totals; with the relay also its
+byte count and checksum of the wire stream) before the recipient may start.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from resync.actions.conditions import ProbeAnswer, ProbeCondition, Same
@@ -28,22 +30,23 @@ from resync.run.executor import CompositeRun, Started
 from resync.run.waiting import Clock
 from resync.steps.base import Step
 from resync.steps.copy.commands import (
-    RECEIVED,
-    SENT,
     TAR_READ,
     TAR_WRITTEN,
     CopySpec,
     bandwidth_probe,
     clear_partial,
     receiver,
+    relay_installs,
     sender,
     stop_leftovers,
 )
+from resync.steps.copy.relay import REPORT
 from resync.steps.services import require_stopped
 from resync.transport.local import CommandResult
 
-POLL_SECONDS = 0.5
-SENT_STREAM = Key("copy.sent")  # "<bytes> <sha256>" as the donor's end reported it
+POLL_SECONDS = 1.0
+# what each end saw: "tar=<bytes> wire=<bytes> crc32=<hex>" (ssh: "tar=<bytes>")
+SENT_STREAM = Key("copy.sent")
 RECEIVED_STREAM = Key("copy.received")
 PROBE_RATE = Key("probe.bytes_per_second")
 PROBE_TIMEOUT = 120.0  # seconds: a probe slower than ~1 MB/s says enough
@@ -76,18 +79,19 @@ def progress_poll(spec: CopySpec, stall_timeout: float) -> Poll:
 
 
 class StreamEnds(Composite):
-    """The two ends of a copy (or of a bandwidth probe): receiver first, then the sender."""
+    """The two ends of a copy (or of a bandwidth probe): receiver first, then the sender.
+    `prelude`: run first, one after the other (the relay written on each host)."""
 
     def __init__(self, spec: CopySpec, recv: Shell | None, send: Shell, *, listen_timeout: float,
-                 stall_timeout: float | None, title: str) -> None:
-        self.spec, self.recv, self.send = spec, recv, send
+                 stall_timeout: float | None, title: str, prelude: tuple[Shell, ...] = ()) -> None:
+        self.spec, self.recv, self.send, self.prelude = spec, recv, send, prelude
         self.listen_timeout, self.stall_timeout = listen_timeout, stall_timeout
         # without a watch (a probe), the ends are given this long (None: a watched copy)
         self.wait_timeout: float | None = None
         self.host, self.title = spec.donor, title
 
     def parts(self) -> tuple[Leaf, ...]:
-        out: list[Leaf] = []
+        out: list[Leaf] = list(self.prelude)
         if self.recv is not None:
             out += [self.recv, listening_poll(self.spec, self.listen_timeout)]
         out.append(self.send)
@@ -110,12 +114,14 @@ def run_ends(run: CompositeRun, ends: StreamEnds) -> EndResults:
     """Start the receiver (if any), wait for its listener, start the sender, watch, reap both."""
     receiving: Started | None = None
     sending: Started | None = None
-    index = 0
+    for index in range(len(ends.prelude)):
+        run.do(index)
+    index = len(ends.prelude)
     try:
         if ends.recv is not None:
-            receiving = run.start(0)
-            _wait_listening(run, 1, ends, receiving)
-            index = 2
+            receiving = run.start(index)
+            _wait_listening(run, index + 1, ends, receiving)
+            index += 2
         started = time.monotonic()
         sending = run.start(index)
         if ends.stall_timeout is not None:
@@ -186,8 +192,17 @@ def _watch(run: CompositeRun, index: int, ends: StreamEnds, receiving: Started |
                               "both ends stopped, the old datadir is kept")
         if sending.handle.poll() not in (None, 0) and receiving is not None and running():
             receiving.handle.kill()  # the sender died: the receiver would wait for ever
-        run.clock.sleep(poll.interval)
+        _nap(run.clock, poll.interval, running)
     run.record(index, True, started, f"{looks} look(s); last: {done} bytes in the datadir")
+
+
+def _nap(clock: Clock, interval: float, running: Callable[[], bool]) -> None:
+    """Sleep until the next look, but wake as soon as the ends have exited: the copy's time (and
+    the step) ends when they do, not up to a poll interval later."""
+    slept, slice_ = 0.0, min(interval, 0.02)
+    while slept < interval and running():
+        clock.sleep(slice_)
+        slept += slice_
 
 
 class StallDetector:
@@ -204,11 +219,18 @@ class StallDetector:
         return now - self.since > self.timeout
 
 
-def stream_report(output: str, sent: bool) -> str:
-    """'<bytes> <sha256>' as one end reported it ('' when it did not)."""
+def end_report(output: str, sent: bool, relayed: bool) -> str:
+    """What one end saw, "tar=<bytes> wire=<bytes> <digest>=<hex>" ("tar=<bytes>" without the
+    relay), from tar's totals and the relay's last line; "" when the end did not say."""
     total = (TAR_WRITTEN if sent else TAR_READ).search(output)
-    digest = (SENT if sent else RECEIVED).search(output)
-    return f"{total.group(1)} {digest.group(1)}" if total and digest else ""
+    if not total:
+        return ""
+    if not relayed:
+        return f"tar={total.group(1)}"
+    role = "sent" if sent else "received"
+    wire = next((m for m in REPORT.finditer(output) if m.group(1) == role), None)
+    return f"tar={total.group(1)} wire={wire.group(2)} {wire.group(3)}={wire.group(4)}" if wire \
+        else ""
 
 
 class CopyEnds(StreamEnds):
@@ -225,13 +247,15 @@ class CopyEnds(StreamEnds):
         sent_out = ends.sent.stdout + ends.sent.stderr
         # with method ssh the receiving half runs under the sender's ssh: one output holds both
         recv_out = (ends.received.stdout + ends.received.stderr) if ends.received else sent_out
-        sent, received = stream_report(sent_out, True), stream_report(recv_out, False)
+        relayed = self.spec.method == "stream"
+        sent, received = end_report(sent_out, True, relayed), end_report(recv_out, False, relayed)
         run.capture(SENT_STREAM, sent or None)
         run.capture(RECEIVED_STREAM, received or None)
         if not (sent and received):
-            raise ResyncError("copy finished but an end did not report its byte total and hash")
+            raise ResyncError("copy finished but an end did not report its byte total" +
+                              (" and checksum" if relayed else ""))
         run.do(len(self.parts()) - 1)
-        nbytes = int(sent.split()[0])
+        nbytes = int(sent.split()[0].removeprefix("tar="))
         run.progress(nbytes, nbytes, "copy")  # the bar ends full: every byte arrived and matched
         run.capture(COPY_BYTES, nbytes)
         run.capture(COPY_SECONDS, round(ends.seconds, 3))
@@ -244,11 +268,11 @@ class CopyDatadir(Step):
     def __init__(self, spec: CopySpec, *, stall_timeout: float, listen_timeout: float) -> None:
         self.spec, self.stall_timeout, self.listen_timeout = spec, stall_timeout, listen_timeout
         self.id = StepId(StepKind.COPY, f"{spec.donor}->{spec.recipient}")
-        self.title = f"Copy the datadir {spec.donor} -> {spec.recipient} ({spec.label()}, hashed)"
+        self.title = f"Copy the datadir {spec.donor} -> {spec.recipient} ({spec.label()})"
         self.hosts = (spec.donor, spec.recipient)
         self.why = ("cold physical copy into the recipient's empty datadir; " +
                     ("plaintext on the wire: only across trusted networks" if spec.method == "stream"
-                     else "encrypted by OpenSSH"))
+                     else "encrypted by OpenSSH") + f"; both ends' {spec.checked()}")
 
     def plan(self) -> tuple[Action, ...]:
         s = self.spec
@@ -258,7 +282,7 @@ class CopyDatadir(Step):
                 *require_stopped(s.recipient, s.recipient_datadir, why),
                 clear_partial(s),
                 CopyEnds(s, receiver(s), sender(s), listen_timeout=self.listen_timeout,
-                         stall_timeout=self.stall_timeout,
+                         stall_timeout=self.stall_timeout, prelude=relay_installs(s),
                          title=f"copy {s.donor}:{s.donor_datadir} -> "
                                f"{s.recipient}:{s.recipient_datadir}"))
 
@@ -270,6 +294,7 @@ class BandwidthProbe(StreamEnds):
         probe_spec = replace(spec, compress="none")
         recv, send = bandwidth_probe(probe_spec, nbytes)
         super().__init__(probe_spec, recv, send, listen_timeout=10, stall_timeout=None,
+                         prelude=relay_installs(probe_spec),
                          title=f"bandwidth probe: {nbytes // 2**20} MB of zeros through the copy "
                                "transport")
         self.nbytes = nbytes

@@ -10,9 +10,10 @@ from resync.actions.conditions import Condition
 from resync.actions.dialect import ServerVersion
 from resync.actions.types import Action, Assert, Captured, Composite, Fmt, Leaf, Ref, Slot, Template
 from resync.model.errors import GateRefused, ResyncError
-from resync.model.keys import OLD_DATADIR, Key
+from resync.model.keys import OLD_DATADIR, Key, StepId, StepKind
 from resync.model.runbook import LoadedRunbook
 from resync.run.executor import CompositeRun
+from resync.steps.base import Step
 from resync.steps.direction.gate import ErrantGate, errant_gate
 from resync.steps.direction.verdict import Finding, NotCaptured, Outcome, decide, outcome
 
@@ -100,3 +101,21 @@ def errant_recheck(loaded: LoadedRunbook, versions: Mapping[str, ServerVersion],
     elif gate.mode in ("mysql-gtid", "mysql-auto") and donor_up:
         leaves.append(gate.donor_gtid_subset())
     return (ErrantRecheck(gate, tuple(leaves), NoErrantTransactions(gate, binlog)),)
+
+
+class RecheckRecipient(Step):
+    """The gate again as a step of its own, where no step that moves the datadir follows the
+    recipient's stop at once (the EBS copy's mode swap): before the donor is locked and its
+    snapshot taken, so that a refusal leaves the donor serving as before."""
+
+    def __init__(self, recipient: str, recheck: tuple[Action, ...]) -> None:
+        self.recheck = recheck
+        self.id = StepId(StepKind.ERRANT_RECHECK, recipient)
+        self.title = f"Check the stopped {recipient} again for transactions the donor lacks"
+        self.hosts = (recipient,)
+        self.why = ("stopped, it cannot commit any more: what it committed since the preflight "
+                    "is checked now, before anything is locked, snapshotted or replaced")
+        self.no_undo = "read-only: nothing to undo"
+
+    def plan(self) -> tuple[Action, ...]:
+        return self.recheck

@@ -16,6 +16,8 @@ from resync.model.runbook import LoadedRunbook
 from resync.plan.estimate import PROBE_BYTES
 from resync.steps.copy.commands import CopySpec, parent_dir, ssh_reachability
 from resync.steps.copy.ebs.checks import ebs_checks, ebs_tools
+from resync.steps.copy.hot import hot_copy_checks
+from resync.steps.copy.hot_commands import HOT_METHODS
 from resync.steps.copy.pipeline import BandwidthProbe
 from resync.steps.direction import errant_gate
 from resync.steps.preflight.checks import Check
@@ -53,20 +55,26 @@ from resync.steps.preflight.verdicts import (
     versions_compatible,
 )
 
-DONOR_TOOLS = ("tar", "nc", "openssl", "du")
-RECIPIENT_TOOLS = ("tar", "nc", "openssl", "ss", "du", "df", "find")
+DONOR_TOOLS = ("tar", "du")
+RECIPIENT_TOOLS = ("tar", "ss", "du", "df", "find")
 SERVER_FACTS = ("server_id", "log_bin", "datadir", "version", "comment")
 
 
+def _carrier(spec: CopySpec) -> list[str]:
+    """The stream method's relay runs under python3 on both ends; ssh needs the donor's client."""
+    return ["python3"] if spec.method == "stream" else []
+
+
 def donor_tools(spec: CopySpec) -> tuple[str, ...]:
-    extra = (["ssh"] if spec.method == "ssh" else []) + (
+    extra = _carrier(spec) + (["ssh"] if spec.method == "ssh" else []) + (
         [spec.compress] if spec.compress != "none" else []) + (
         ["pv"] if spec.rate_limit_mb_per_s else [])
     return (*DONOR_TOOLS, *extra)
 
 
 def recipient_tools(spec: CopySpec) -> tuple[str, ...]:
-    return (*RECIPIENT_TOOLS, *([spec.compress] if spec.compress != "none" else []))
+    return (*RECIPIENT_TOOLS, *_carrier(spec),
+            *([spec.compress] if spec.compress != "none" else []))
 
 
 def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
@@ -177,7 +185,11 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
     checks.append(Check("downtime estimate", "datadir size / copy bandwidth (" +
                         (f"{declared:g} MB/s from the runbook)" if declared else
                          f"a {PROBE_BYTES // 2**20} MB probe)"), probe,
-                        lambda c: downtime_estimate(c, declared), only_if_all_passed=True))
+                        lambda c: downtime_estimate(c, declared, rb.primary_after == recipient,
+                                                    hot=rb.copy_.method in HOT_METHODS),
+                        only_if_all_passed=True))
+    if rb.copy_.method in HOT_METHODS:
+        return (*checks, *hot_copy_checks(loaded, spec))
     return tuple(checks)
 
 

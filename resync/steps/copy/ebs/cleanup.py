@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resync.actions.conditions import IsSet
-from resync.actions.external import ExternalContext, Outcome
-from resync.actions.types import Action, Captured, Leaf, When
-from resync.lb.params import Text
-from resync.model.errors import ResyncError
+from resync.actions.external import External, ExternalContext, Outcome
+from resync.actions.types import Action, Captured, Leaf, Template, When
+from resync.lb.aws import AWS_HOST, AwsCallError, aws_call
+from resync.lb.params import Text, captured_text, text_parts
+from resync.lb.waits import countdown
+from resync.model.errors import ResyncError, WaitTimeout
 from resync.model.keys import Key
 from resync.steps.copy.ebs.aws import (
     RUN_TAG,
@@ -35,6 +37,7 @@ from resync.steps.copy.ebs.aws import (
     VOLUME_GONE,
     VOLUME_ID,
     Ec2Call,
+    InRegion,
     wait_volume_available,
 )
 
@@ -169,3 +172,71 @@ def delete_leftovers(leftovers: Sequence[Leftover], *, timeout: float = 600.0) -
                                              missing_ok=True))
         out.append(delete_volume(item.id, region=item.region, missing_ok=True))
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveTagged(External):
+    """Every volume or snapshot tagged resync:run-id=<run id>, deleted: a volume is detached
+    first from each instance holding it (always naming it) and awaited until available. What a
+    killed attempt made but never recorded (its id was not captured) is found this way: a retry
+    and a rollback leave nothing behind. One journal record listing what went."""
+
+    run_id: Text
+    what: str  # volume | snapshot
+    region: str | None = None
+    timeout: float = 600.0
+    interval: float = 5.0
+    host: str = AWS_HOST
+    kind = "aws"
+
+    def template(self) -> Template:
+        how = ("detached from every instance holding it (named), awaited until available, "
+               "deleted" if self.what == "volume" else "deleted")
+        return (f"every {self.what} tagged {RUN_TAG}=", *text_parts(self.run_id), f": {how}",
+                *((f" (region {self.region})",) if self.region else ()))
+
+    def perform(self, ctx: ExternalContext) -> Outcome:
+        where = InRegion(ctx, self.region)
+        operation, items, id_field = KINDS[self.what]
+        params: dict[str, Any] = {"Filters": [{"Name": f"tag:{RUN_TAG}",
+                                               "Values": [captured_text(self.run_id, ctx.captured)]}]}
+        if self.what == "snapshot":
+            params["OwnerIds"] = ["self"]
+        gone: list[str] = []
+        for item in aws_call(where, "ec2", operation, **params).get(items, []):
+            ident = str(item.get(id_field))
+            if self.what == "volume":
+                self._detach(where, ctx, item)
+            try:
+                aws_call(where, "ec2", f"delete_{self.what}",
+                         **{"VolumeId" if self.what == "volume" else "SnapshotId": ident})
+            except AwsCallError as exc:
+                if exc.code not in VOLUME_GONE + SNAPSHOT_GONE:
+                    raise
+            gone.append(ident)
+        return Outcome(detail=f"deleted: {', '.join(gone) or 'none (nothing tagged)'}")
+
+    def _detach(self, where: Any, ctx: ExternalContext, volume: Mapping[str, Any]) -> None:
+        ident = str(volume.get("VolumeId"))
+        for att in volume.get("Attachments", []):
+            if att.get("State") in ("attaching", "attached"):
+                try:
+                    aws_call(where, "ec2", "detach_volume", VolumeId=ident,
+                             InstanceId=att.get("InstanceId"))
+                except AwsCallError as exc:
+                    if exc.code not in NOT_ATTACHED:
+                        raise
+
+        def look() -> tuple[bool, str]:
+            try:
+                found = aws_call(where, "ec2", "describe_volumes", VolumeIds=[ident])["Volumes"]
+            except AwsCallError as exc:
+                if exc.code in VOLUME_GONE:
+                    return True, "gone"
+                raise
+            state = str(found[0].get("State")) if found else "gone"
+            return state in ("available", "gone"), state
+
+        waited = countdown(ctx, label=ident, timeout=self.timeout, interval=self.interval, look=look)
+        if not waited.done:
+            raise WaitTimeout(f"{ident}: not detached after {self.timeout:g}s (last: {waited.seen})")

@@ -16,10 +16,9 @@ The donor keeps running throughout: no stop, no start.
 
 from __future__ import annotations
 
-from resync.actions.conditions import IsSet
 from resync.actions.dialect import Dialect
 from resync.actions.quoting import q
-from resync.actions.types import Action, Composite, Leaf, Ref, ReleaseLock, Shell, Sql, When
+from resync.actions.types import Action, Composite, Leaf, Ref, ReleaseLock, Shell, Sql
 from resync.model.ebs import EbsSettings
 from resync.model.errors import ResyncError
 from resync.model.keys import COPY_BYTES, COPY_SECONDS, RUN_ID, StepId, StepKind
@@ -36,9 +35,7 @@ from resync.steps.copy.commands import (
 from resync.steps.copy.ebs import recipient_device_actions
 from resync.steps.copy.ebs.aws import (
     SNAPSHOT,
-    SNAPSHOT_ID,
     VOLUME,
-    VOLUME_ID,
     attach_volume,
     create_snapshot,
     create_volume,
@@ -46,7 +43,7 @@ from resync.steps.copy.ebs.aws import (
     wait_snapshot_completed,
     wait_volume_available,
 )
-from resync.steps.copy.ebs.cleanup import delete_snapshot, teardown, undo
+from resync.steps.copy.ebs.cleanup import RemoveTagged, delete_snapshot, teardown
 from resync.steps.copy.ebs.keys import (
     DATADIR_IN_VOLUME,
     DONOR_FSTYPE,
@@ -88,9 +85,8 @@ class Frozen(Composite):
 
     def execute(self, run: CompositeRun) -> None:
         last = len(self.inside) + 1
-        run.do(0)
         try:
-            for i in range(1, last):
+            for i in range(last):  # the freeze too: half done, it is thawed as well
                 run.do(i)
         finally:
             run.do(last)
@@ -125,9 +121,9 @@ class SnapshotDonor(Step):
         flush = self.dialect.flush_engine_logs()
         stay_read_only = tuple(Sql(self.donor, s.sql) for s in self.dialect.set_read_only(True))
         return (
-            # a snapshot an earlier attempt started is of coordinates that were captured again
-            When(IsSet(SNAPSHOT_ID), (delete_snapshot(SNAPSHOT, region=region, missing_ok=True),),
-                 otherwise_note="no earlier snapshot"),
+            # a snapshot an earlier attempt started is of coordinates that were captured again;
+            # found by the run's tag: a killed attempt may never have recorded its id
+            RemoveTagged(run_id=Ref(RUN_ID), what="snapshot", region=region),
             # every commit made durable in InnoDB's own log: the copy must recover without the
             # donor's binary logs (it does not get them)
             Sql(self.donor, flush.sql, session=self.session),
@@ -143,9 +139,8 @@ class SnapshotDonor(Step):
         if self.read_only:  # the donor served the application before the run: it does again
             out += [Sql(self.donor, s.sql) for s in self.dialect.set_read_only(False)]
         if not self.settings.keep_snapshot:
-            out.append(When(IsSet(SNAPSHOT_ID), (delete_snapshot(SNAPSHOT, region=self.settings.region,
-                                                                 missing_ok=True),),
-                            otherwise_note="no snapshot was started: nothing to delete"))
+            out.append(RemoveTagged(run_id=Ref(RUN_ID), what="snapshot",
+                                    region=self.settings.region))
         return tuple(out)
 
 
@@ -173,11 +168,10 @@ class BuildVolume(Step):
     def plan(self) -> tuple[Action, ...]:
         s, t = self.settings, self.targets
         vol = s.volume
-        previous = teardown(t.recipient_instance, keep_snapshot=True, region=s.region,
-                            missing_ok=True)
         return (
-            # a volume an earlier attempt made (maybe half attached) goes; the snapshot stays
-            When(IsSet(VOLUME_ID), tuple(previous), otherwise_note="no earlier volume"),
+            # a volume an earlier attempt made (maybe half attached, maybe never recorded) goes,
+            # found by the run's tag; the snapshot stays
+            RemoveTagged(run_id=Ref(RUN_ID), what="volume", region=s.region),
             wait_snapshot_completed(SNAPSHOT, timeout=s.timeout, region=s.region),
             create_volume(SNAPSHOT, availability_zone=Ref(RECIPIENT_ZONE), volume_type=vol.type,
                           iops=vol.iops, throughput=vol.throughput, run_id=Ref(RUN_ID),
@@ -191,8 +185,7 @@ class BuildVolume(Step):
                                       serial_overrides=s.test_serials))
 
     def undo_plan(self) -> tuple[Action, ...]:
-        s = self.settings
-        return tuple(undo(self.targets.recipient_instance, keep_snapshot=True, region=s.region))
+        return (RemoveTagged(run_id=Ref(RUN_ID), what="volume", region=self.settings.region),)
 
 
 def scratch_mount() -> tuple[str | Ref, ...]:
@@ -202,7 +195,7 @@ def scratch_mount() -> tuple[str | Ref, ...]:
 def unmount(host: str) -> Shell:
     """Safe to repeat: unmounted (if mounted) and its directory removed."""
     m = scratch_mount()
-    return Shell.line(host, "if mountpoint -q ", *m, "; then umount ", *m, "; fi; "
+    return Shell.line(host, "if mountpoint -q ", *m, "; then umount ", *m, " || exit 1; fi; "
                       "rmdir ", *m, " 2>/dev/null; true", privileged=True)
 
 
@@ -270,7 +263,8 @@ class CopyFromVolume(Step):
                 VolumeCopyEnds(s, self.stall_timeout), unmount(s.recipient))
 
     def undo_plan(self) -> tuple[Action, ...]:
-        return (unmount(self.spec.recipient),)
+        # a copy a killed run left reading the volume would keep it busy
+        return (stop_leftovers(self.spec.recipient), unmount(self.spec.recipient))
 
 
 class ReleaseVolume(Step):
