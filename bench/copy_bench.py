@@ -260,9 +260,10 @@ def resync_copy(sandbox: Sandbox, work: Path, link: Link, method: str) -> tuple[
     step = CopyDatadir(replace(step.spec, digest=link.digest), stall_timeout=step.stall_timeout,
                        listen_timeout=step.listen_timeout)
     journal_path = work / f"journal-{time.monotonic_ns()}.json"
-    journal = Journal.create(journal_path, run_id="bench", runbook_path=str(runbook),
+    journal = Journal.create(journal_path, run_id=f"bench-{os.getpid()}",
+                             runbook_path=str(runbook),
                              runbook_sha256=loaded.sha256, steps=[(step.key, step.title)])
-    for key, value in plan.initial_values("bench").items():  # as `resync run` does
+    for key, value in plan.initial_values(f"bench-{os.getpid()}").items():  # as `resync run` does
         journal.capture(key, value)
     Path(str(journal.data.captured[str(OLD_DATADIR)])).mkdir(exist_ok=True)  # "the kept old one"
     exe = executor_for(loaded, journal)

@@ -193,7 +193,8 @@ def test_stalled_copy_is_stopped_and_keeps_the_old_datadir(
     assert proc.returncode == 1, stderr
     assert b"copy stalled: no progress for 3s" in stderr
     time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-f", f"nc -d -l {ADDRESSES['db1']}"], capture_output=True)
+    leftovers = subprocess.run(["pgrep", "-f", f"resync-relay-.* receive {ADDRESSES['db1']}"],
+                               capture_output=True)
     assert leftovers.returncode == 1, "both ends are stopped"
     data = json.loads(journal_of(tmp_path).read_text())
     assert Path(data["captured"]["recipient.old_datadir"], "app", "orders.ibd").exists()

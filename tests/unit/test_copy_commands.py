@@ -148,3 +148,28 @@ def test_ssh_reachability_probe_captures_into_the_key() -> None:
     assert words[:9] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-i", "/k k",
                          "admin@db 1", "true"]
     assert probe.render().endswith("2>&1 && echo RESYNC-SSH-OK")
+
+
+def test_stop_leftovers_stops_this_runs_ends_and_no_other_runs() -> None:
+    """The tag is matched with its `;`: run `r1` does not stop run `r12`'s ends."""
+    import subprocess
+    import threading
+    import time
+
+    from resync.steps.copy.commands import stop_leftovers, tagged
+
+    ends = {run: subprocess.Popen(["bash", "-c", tagged("h", "sleep 60; true").bind({"run_id": run})],
+                                  start_new_session=True) for run in ("r1", "r12")}
+    reaped = threading.Thread(target=ends["r1"].wait)  # as init reaps a killed run's orphans
+    reaped.start()
+    try:
+        time.sleep(0.2)
+        subprocess.run(["bash", "-c", stop_leftovers("h").bind({"run_id": "r1"})], check=True,
+                       timeout=30)
+        reaped.join(timeout=10)
+        assert ends["r1"].returncode not in (None, 0)
+        assert ends["r12"].poll() is None, "another run's end is left alone"
+    finally:
+        for end in ends.values():
+            end.kill()
+            end.wait()

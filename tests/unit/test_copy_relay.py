@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,13 +56,17 @@ def run_ends(program: Path, data: bytes, digest: str = "crc32",
     with sink.open("wb") as out:  # a file: a pipe nobody reads yet would stop the receiver
         receiver = subprocess.Popen([sys.executable, str(program), "receive", "127.0.0.1",
                                      str(port), digest], stdout=out, stderr=subprocess.PIPE)
-    to = port
-    if between is not None:
-        to = free_port()
-        between(to, port)
-    sent = subprocess.run([sys.executable, str(program), "send", "127.0.0.1", str(to), digest],
-                          input=data, capture_output=True, timeout=60)
-    _, err = receiver.communicate(timeout=60)
+    try:
+        to = port
+        if between is not None:
+            to = free_port()
+            between(to, port)
+        sent = subprocess.run([sys.executable, str(program), "send", "127.0.0.1", str(to), digest],
+                              input=data, capture_output=True, timeout=60)
+        _, err = receiver.communicate(timeout=60)
+    finally:  # a failed test leaves no receiver listening
+        receiver.kill()
+        receiver.wait()
     out = sink.read_bytes()
     return Ends(sent, subprocess.CompletedProcess(receiver.args, receiver.returncode, out, err), out)
 
@@ -160,10 +165,15 @@ def test_a_receiver_that_cannot_write_fails(program: Path, data: bytes) -> None:
     port = free_port()
     receiver = subprocess.Popen(f"{sys.executable} {program} receive 127.0.0.1 {port} crc32 "
                                 "| head -c 10 > /dev/null", shell=True, stderr=subprocess.PIPE,
-                                executable="/bin/bash")
-    sent = subprocess.run([sys.executable, str(program), "send", "127.0.0.1", str(port), "crc32"],
-                          input=data, capture_output=True, timeout=60)
-    _, err = receiver.communicate(timeout=60)
+                                executable="/bin/bash", start_new_session=True)
+    try:
+        sent = subprocess.run([sys.executable, str(program), "send", "127.0.0.1", str(port),
+                               "crc32"], input=data, capture_output=True, timeout=60)
+        _, err = receiver.communicate(timeout=60)
+    finally:  # the whole pipeline, whatever happened
+        if receiver.poll() is None:
+            os.killpg(receiver.pid, signal.SIGKILL)
+        receiver.wait()
     assert b"Broken pipe" in err and b"RESYNC received" not in err
     assert sent.returncode != 0
 

@@ -160,10 +160,11 @@ def tagged(host: str, *script: str | Ref) -> Shell:
 
 def stop_leftovers(host: str) -> Shell:
     """Stop the copy ends of this run still running on host (after a crash of resync)."""
-    # 'resync-copy-ru[n] ' matches the tag but not this command line, which holds the brackets
-    # each end runs in its own process group: stop the group, wait (10 s at most) until it is gone
+    # 'resync-copy-ru[n] <id>;' matches the tag (and not another run whose id starts with this
+    # one's) but not this command line, which holds the brackets; each end runs in its own
+    # process group: stop the group, wait (10 s at most) until it is gone
     return Shell.line(host, f"for p in $(pgrep -f '{MARK[:-1]}[{MARK[-1]}] '", Ref(RUN_ID),
-                      "); do g=$(ps -o pgid= -p $p | tr -d ' '); [ -n \"$g\" ] || continue; "
+                      "';'); do g=$(ps -o pgid= -p $p | tr -d ' '); [ -n \"$g\" ] || continue; "
                       "kill -TERM -- -$g 2>/dev/null; for i in $(seq 100); do "
                       "kill -0 -- -$g 2>/dev/null || break; sleep 0.1; done; done; true",
                       privileged=True)

@@ -138,9 +138,13 @@ def run_ends(run: CompositeRun, ends: StreamEnds) -> EndResults:
     sending.finish(sent)
     if receiving is not None and received is not None:
         receiving.finish(received)
-    for name, result in (("sender", sent), ("receiver", received)):
-        if result is not None and not result.ok:
-            raise HostError(result.host, f"copy {name}", result.exit_code, result.tail())
+    failed = [(name, r) for name, r in (("sender", sent), ("receiver", received))
+              if r is not None and not r.ok]
+    if failed:  # both: the sender's complaint (a reset) is often the receiver's failure seen
+        name, result = failed[0]
+        tail = result.tail() + "".join(f"\n[{r.host}] the {n} exited {r.exit_code}: {r.tail()}"
+                                       for n, r in failed[1:])
+        raise HostError(result.host, f"copy {name}", result.exit_code, tail)
     return EndResults(sent, received, seconds)
 
 

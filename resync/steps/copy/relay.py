@@ -31,10 +31,11 @@ from resync.actions.types import Shell
 # What it does not stop is a deliberate forger on the wire (CRC-32 is linear: one can rewrite
 # bytes and keep it): no unkeyed checksum would, for the stream is plaintext anyway, so the
 # stream method is for trusted networks only and `copy.method: ssh` (AEAD) is the answer there.
-# Cost (1 MiB chunks, one core of this 2-core EPYC, measured 2026-12): zlib.crc32 2.6-3.4 GB/s,
-# hashlib.sha256 1.4-1.5 GB/s (SHA-NI), blake2b 0.4, md5 0.37. On two shared cores both ends'
-# checksums compete with the two tars for the CPU: CRC-32 is what keeps the copy at >= 0.85 of a
-# raw `tar | nc` there (bench/copy_bench.py); sha256 stays available (CopySpec.digest).
+# Cost (1 MiB chunks, one core of the 2-core EPYC the bench runs on, 2026-12): zlib.crc32
+# 2.6-3.4 GB/s, hashlib.sha256 1.4-1.5 GB/s (SHA-NI; a CPU without it: ~0.4), blake2b 0.4, md5
+# 0.37. Where the two ends share the cores with both tars, every pass counts (bench/copy_bench.py,
+# resync/raw `tar | nc`): CRC-32 1.08-1.20 on loopback and 0.98-1.16 on a 4 Gbit/s link (the
+# relay's big buffers beat nc's), SHA-256 0.99 and 0.93. sha256 stays available (CopySpec.digest).
 DIGESTS = ("crc32", "sha256")
 
 PROGRAM = '''\

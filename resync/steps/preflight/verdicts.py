@@ -72,11 +72,20 @@ def replication_user_exists(captured: Captured, donor: str, user: str) -> str:
     return f"'{user}' can log in to {donor} with REPLICATION SLAVE"
 
 
+# the Debian package of a command, where its name differs
+PACKAGES = {"ss": "iproute2", "du": "coreutils", "df": "coreutils", "realpath": "coreutils",
+            "dd": "coreutils", "find": "findutils", "findmnt": "util-linux",
+            "lsblk": "util-linux", "fsfreeze": "util-linux", "mountpoint": "util-linux",
+            "blkid": "util-linux", "umount": "mount", "awk": "gawk", "mbstream": "mariadb-backup",
+            "mariabackup": "mariadb-backup"}
+
+
 def tools_installed(captured: Captured, host: str, tools: tuple[str, ...]) -> str:
     missing = str(captured_value(captured, host, "missing_tools") or "").split()
     if missing:
+        packages = " ".join(dict.fromkeys(PACKAGES.get(t, t) for t in missing))
         raise ResyncError(f"missing on {host}: {', '.join(missing)} "
-                          "(Debian: apt-get install tar netcat-openbsd openssl iproute2)")
+                          f"(Debian: apt-get install {packages})")
     return ", ".join(tools)
 
 
