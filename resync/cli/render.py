@@ -89,14 +89,33 @@ def render_header(plan: Plan, console: Console, plan_sha256: str | None = None) 
     console.print(meta)
 
 
-def step_panel(v: StepView, *, undo: bool = False) -> Panel:
-    """One step as `plan` prints it and as `run` shows it before asking: the same panel."""
+# A long action text (the copy relay's program, installed on both hosts, used by the bandwidth
+# probe and by the copy) is printed in full once per plan; a repeat names the step that shows it.
+LONG_TEXT = 300
+Shown = dict[str, int]  # a long action text -> the number of the step that printed it
+
+
+def _once(text: str, number: int, shown: Shown | None) -> str:
+    if shown is None or len(text) < LONG_TEXT:
+        return text
+    if text not in shown:
+        shown[text] = number
+        return text
+    first = shown[text]
+    where = "above" if first == number else f"in step {first}"
+    return f"{text.splitlines()[0][:120]} … (the same text as {where}, shown there in full)"
+
+
+def step_panel(v: StepView, *, undo: bool = False, shown: Shown | None = None) -> Panel:
+    """One step as `plan` prints it and as `run` shows it before asking: the same panel.
+    `shown`: long texts printed by earlier panels of the same plan (printed once)."""
     lines = [Text(v.why, style="dim")] if v.why and not undo else []
-    lines += [*_action_lines(v.undo if undo else v.actions)] or [Text("-")]
+    lines += [*_action_lines(v.undo if undo else v.actions, number=v.number, shown=shown)] \
+        or [Text("-")]
     if not undo:
         if v.undo:
             lines.append(Text("undo:", style="bold magenta"))
-            lines += _action_lines(v.undo, indent=1)
+            lines += _action_lines(v.undo, indent=1, number=v.number, shown=shown)
         else:
             lines.append(Text("undo: ", style="bold").append(
                 v.no_undo or ("none" + (" — DESTRUCTIVE" if v.destructive else "")),
@@ -109,8 +128,9 @@ def step_panel(v: StepView, *, undo: bool = False) -> Panel:
 
 def render_text(plan: Plan, console: Console) -> None:
     render_header(plan, console)
+    shown: Shown = {}
     for v in step_views(plan):
-        console.print(step_panel(v))
+        console.print(step_panel(v, shown=shown))
 
 
 _STYLE = {"sql": "cyan", "capture": "cyan", "shell": "green", "poll": "italic", "probe": "italic",
@@ -121,23 +141,25 @@ _PREFIX = {"sql": "sql> ", "capture": "sql> ", "release": "sql> ", "shell": "$ "
            "composite": ""}
 
 
-def action_line(a: ActionView) -> str:
+def action_line(a: ActionView, text: str | None = None) -> str:
     """One action as a line of text: [host] sql> ... -> captured names."""
     into = f"  → {', '.join(a.into)}" if a.into else ""
     session = f" (session {a.session})" if a.session and a.kind != "hold" else ""
-    return f"[{a.host}] {_PREFIX.get(a.kind, '')}{a.text}{session}{into}"
+    return f"[{a.host}] {_PREFIX.get(a.kind, '')}{a.text if text is None else text}{session}{into}"
 
 
-def _action_lines(actions: list[ActionView], indent: int = 0) -> list[Text]:
+def _action_lines(actions: list[ActionView], indent: int = 0, *, number: int = 0,
+                  shown: Shown | None = None) -> list[Text]:
     out: list[Text] = []
     pad = "    " * indent
     for a in actions:
-        out.append(Text(pad + action_line(a), style=_STYLE.get(a.kind, "")))
-        out += _action_lines(a.children, indent + 1)
+        out.append(Text(pad + action_line(a, _once(a.text, number, shown)),
+                        style=_STYLE.get(a.kind, "")))
+        out += _action_lines(a.children, indent + 1, number=number, shown=shown)
         if a.kind == "when" and (a.otherwise or a.note):
             out.append(Text(pad + "  otherwise:" + (f" {a.note}" if a.note and not a.otherwise
                                                      else ""), style="yellow"))
-            out += _action_lines(a.otherwise, indent + 1)
+            out += _action_lines(a.otherwise, indent + 1, number=number, shown=shown)
     return out
 
 
@@ -146,20 +168,22 @@ def render_markdown(plan: Plan) -> str:
     out = [f"# resync plan: {rb.name}", ""]
     out += [f"- **{k}**: {v}" for k, v in header(plan)]
     out.append("")
+    shown: Shown = {}
     for v in step_views(plan):
         flag = " — **DESTRUCTIVE**" if v.destructive else ""
         out += [f"## {v.number}. {v.title}{flag}", ""]
         if v.why:
             out += [f"_{v.why}_", ""]
-        out += _md_actions(v.actions)
+        out += _md_actions(v.actions, number=v.number, shown=shown)
         if v.undo:
-            out += ["Undo:", "", *_md_actions(v.undo)]
+            out += ["Undo:", "", *_md_actions(v.undo, number=v.number, shown=shown)]
         elif v.no_undo or v.destructive:
             out += [f"Undo: {v.no_undo or 'none'}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
-def _md_actions(actions: list[ActionView], depth: int = 0) -> list[str]:
+def _md_actions(actions: list[ActionView], depth: int = 0, *, number: int = 0,
+                shown: Shown | None = None) -> list[str]:
     out: list[str] = []
     pad = "  " * depth
     for a in actions:
@@ -168,16 +192,16 @@ def _md_actions(actions: list[ActionView], depth: int = 0) -> list[str]:
             into = f" → {', '.join(a.into)}" if a.into else ""
             session = f" (session `{a.session}`)" if a.session else ""
             out += [f"{pad}- on `{a.host}`{session}{into}:", "", f"{pad}  ```{lang}",
-                    f"{pad}  {a.text}", f"{pad}  ```"]
+                    f"{pad}  {_once(a.text, number, shown)}", f"{pad}  ```"]
         elif a.kind in ("hold", "composite"):
             out.append(f"{pad}- on `{a.host}`: {a.text}:")
         else:  # the text says what it is: poll, check, assert, when, probe, log in
             out.append(f"{pad}- on `{a.host}`: {a.text}")
-        out += _md_actions(a.children, depth + 1)
+        out += _md_actions(a.children, depth + 1, number=number, shown=shown)
         if a.kind == "when" and (a.otherwise or a.note):
             out.append(f"{pad}  - otherwise: {a.note}" if a.note and not a.otherwise
                        else f"{pad}  - otherwise:")
-            out += _md_actions(a.otherwise, depth + 2)
+            out += _md_actions(a.otherwise, depth + 2, number=number, shown=shown)
     return out if depth else [*out, ""]
 
 

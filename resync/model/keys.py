@@ -12,6 +12,8 @@ from enum import StrEnum
 
 class StepKind(StrEnum):
     PREFLIGHT = "preflight"
+    WINDOW_GATE = "window-gate"  # the maintenance window: fits the estimate, or refused
+    WINDOW_RECHECK = "window-recheck"  # the window again, at the point of no return
     STOP_REPLICATION = "stop-replication"
     ERRANT_RECHECK = "errant-recheck"
     PREFLUSH = "preflush"
@@ -109,6 +111,7 @@ VERIFY_REPLICA_SUMS = Key("verify.replica_checksums")
 WRITE_DOWNTIME = Key("figures.write_downtime_seconds")
 DOWNTIME_MINUS_COPY = Key("figures.downtime_minus_copy_seconds")
 CLEANUP_REMOVED = Key("cleanup.removed")
+WINDOW_ENDS_AT = Key("window.ends_at")  # epoch seconds (UTC) the run's maintenance window ends
 DISCARD_ERRANT = Key("options.discard_errant")  # the operator chose to discard errant transactions
 
 

@@ -152,7 +152,8 @@ def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
         # a hot copy's stream rides the stream method's transport
         method="stream" if c.method == "mariabackup" or c.method == "xtrabackup" else c.method,
         compress=c.compress, compress_level=c.compress_level,
-        compress_threads=c.compress_threads, rate_limit_mb_per_s=c.rate_limit_mb_per_s)
+        compress_threads=c.compress_threads, rate_limit_mb_per_s=c.rate_limit_mb_per_s,
+        digest=c.checksum)
     if c.method == "ebs":
         return spec
     if c.method == "ssh":

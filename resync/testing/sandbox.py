@@ -65,6 +65,9 @@ pid=$(cat "$pidfile" 2>/dev/null || pgrep -o -x -f "{mariadbd} --defaults-file=$
 running() {{ [ -n "$pid" ] && grep -qsaF -- "--defaults-file=$cnf" "/proc/$pid/cmdline"; }}
 fail() {{ echo "$0: $1; tail of $log:" >&2; tail -n 25 "$log" >&2; exit 1; }}
 """
+# Both scripts poll every 0.05 s: they stand in for `systemctl start|stop mariadb`, which return
+# as soon as the server reports ready or gone (Type=notify); a coarser poll would add its own
+# latency to every downtime measured on the sandbox.
 _START_SH = """\
 ready() {{ mariadb-admin --defaults-file="$cnf" --connect-timeout=2 status >/dev/null 2>&1; }}
 install -d -o mysql -g mysql -m 0750 {run} {tmp}
@@ -78,8 +81,8 @@ i=0
 until ready; do
     alive || fail "mariadbd ($cnf) exited during startup"
     i=$((i + 1))
-    [ "$i" -le $((timeout * 5)) ] || fail "mariadbd (pid $pid) not ready after ${{timeout}}s"
-    sleep 0.2
+    [ "$i" -le $((timeout * 20)) ] || fail "mariadbd (pid $pid) not ready after ${{timeout}}s"
+    sleep 0.05
 done
 echo "{name}: mariadbd running (pid $pid)"
 """
@@ -92,8 +95,8 @@ fi
 i=0
 while running; do
     i=$((i + 1))
-    [ "$i" -le $((timeout * 5)) ] || fail "mariadbd (pid $pid) still running after ${{timeout}}s"
-    sleep 0.2
+    [ "$i" -le $((timeout * 20)) ] || fail "mariadbd (pid $pid) still running after ${{timeout}}s"
+    sleep 0.05
 done
 echo "{name}: stopped"
 """

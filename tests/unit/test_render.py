@@ -291,3 +291,26 @@ def test_golden_mysql_plans_never_reset_the_good_server(case: str) -> None:
     purged = [(a.host, a.text) for v in step_views(plan) for a in flat(v.actions)
               if "gtid_purged" in a.text]
     assert all(host != donor for host, _ in purged), purged
+
+
+def test_the_copy_checksum_option_picks_the_relays_digest() -> None:
+    edit = ("copy: {method: stream, port: 7878, compress: none}",
+            "copy: {method: stream, port: 7878, compress: none, checksum: sha256}")
+    def ends(plan: Plan) -> list[str]:  # the relay's command lines: python3 PATH ROLE HOST PORT DIGEST
+        return [line for t in all_actions(plan, ("shell",))
+                for line in re.findall(r"python3 /tmp/resync-relay-\w+\.py \w+ \S+ \d+ \w+", t)]
+
+    chosen, default = ends(make_plan("rebuild-replica", edit=edit)), ends(make_plan("rebuild-replica"))
+    assert len(chosen) >= 4 and all(line.endswith(" sha256") for line in chosen)
+    assert len(default) >= 4 and all(line.endswith(" crc32") for line in default)
+
+
+def test_the_relay_program_is_printed_once_per_plan() -> None:
+    plan = make_plan("rebuild-replica")
+    program = "# resync copy relay, protocol"  # the program's first line
+    installs = [t for t in all_actions(plan, ("shell",)) if program in t]
+    assert len(installs) >= 3, "probe and copy install it on both hosts"
+    assert as_text(plan).count(program) == 1
+    markdown = render_markdown(plan)
+    assert markdown.count(program) == 1
+    assert "(the same text as in step" in markdown
