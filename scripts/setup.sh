@@ -17,9 +17,10 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
-  # services must not start on install (the sandbox runs its own mariadbd instances)
-  echo exit 101 | $SUDO tee /usr/sbin/policy-rc.d >/dev/null && $SUDO chmod +x /usr/sbin/policy-rc.d
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # services must not start on install (the sandbox runs its own mariadbd instances); the
+  # policy that holds them back is gone again once apt-get is done, whatever happened
+  $SUDO bash scripts/hold-services.sh env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -25,7 +25,7 @@ def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
         "assumed": "ASSUMED (no --detect or --server-version): check before the window",
     }[plan.facts.source]
     return [
-        ("runbook", f"{rb.name} ({plan.loaded.path})"),
+        ("runbook", f"{rb.label} ({plan.loaded.path})"),
         ("donor (good data)", f"{rb.donor} ({rb.hosts[rb.donor].address})"),
         ("recipient (rebuilt)", f"{rb.recipient} ({rb.hosts[rb.recipient].address})"),
         ("primary afterwards", f"{rb.primary_after}; replica: {rb.replica_after}"),
@@ -165,7 +165,7 @@ def _action_lines(actions: list[ActionView], indent: int = 0, *, number: int = 0
 
 def render_markdown(plan: Plan) -> str:
     rb = plan.loaded.model
-    out = [f"# resync plan: {rb.name}", ""]
+    out = [f"# resync plan: {rb.label}", ""]
     out += [f"- **{k}**: {v}" for k, v in header(plan)]
     out.append("")
     shown: Shown = {}

@@ -65,7 +65,7 @@ def render_status(loaded: LoadedRunbook, console: Console) -> None:
         rows = {h: host_status(exe, h) for h in hosts}
     finally:
         exe.close()
-    table = Table(title=f"{rb.name}: primary afterwards {rb.primary_after}")
+    table = Table(title=f"{rb.label}: primary afterwards {rb.primary_after}")
     table.add_column("")
     for h in hosts:
         table.add_column(f"{h} ({'donor' if h == rb.donor else 'recipient'})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -167,8 +168,16 @@ class LockSettings(_Strict):
     lock_wait_timeout: int = Field(default=10, ge=1)  # seconds FLUSH TABLES WITH READ LOCK may wait
 
 
+def slug(title: str) -> str:
+    """A name for files and ids from a title: `Nightly rebuild of db1` -> nightly-rebuild-of-db1."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:64].rstrip("-")
+
+
 class Runbook(_Strict):
     version: Literal[1]
+    # `title` is for people (every output leads with it); `name` is the slug in file names, unit
+    # names and ids: given, or derived from the title
+    title: str | None = Field(default=None, min_length=1, max_length=200)
     name: Identifier
     hosts: dict[Identifier, HostSettings] = Field(min_length=2)
     donor: str
@@ -181,6 +190,20 @@ class Runbook(_Strict):
     maintenance: Annotated[MaintenanceSettings | None, WrapValidator(_with_host_names)] = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_title(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") is None and isinstance(data.get("title"), str):
+            derived = slug(data["title"])
+            if derived:
+                return {**data, "name": derived}
+        return data
+
+    @property
+    def label(self) -> str:
+        """How outputs name the runbook: its title, with the slug when they differ."""
+        return self.name if not self.title else f"{self.title} ({self.name})"
 
     @property
     def replica_after(self) -> str:
@@ -244,6 +267,11 @@ def _problem(err: ErrorDetails, errors: list[ErrorDetails]) -> tuple[Loc, str]:
     msg = err["msg"].removeprefix("Value error, ")
     if "literal 'password'" in msg:
         return (*loc, "password"), msg
+    if loc == ("name",) and err["type"] in ("string_pattern_mismatch", "string_too_long"):
+        return loc, ("a name is a slug for files and ids (letters, digits, '-', '_', '.'; at most "
+                     "64): put free text in `title:` (the name is derived from it when left out)")
+    if loc == ("name",) and err["type"] == "missing":
+        return loc, "a runbook needs a `title:` (free text) or a `name:` (a slug), or both"
     return loc, error_message(err)
 
 

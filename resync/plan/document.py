@@ -57,7 +57,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     rb = plan.loaded.model
     steps = steps_json(plan)
     doc: dict[str, Any] = {
-        "runbook": {"name": rb.name, "path": str(plan.loaded.path), "sha256": plan.loaded.sha256},
+        "runbook": {"name": rb.name, "title": rb.title, "path": str(plan.loaded.path),
+                    "sha256": plan.loaded.sha256},
         "donor": rb.donor, "recipient": rb.recipient, "primary_after": rb.primary_after,
         "replication_mode": plan.mode,
         "versions": {h: str(v) for h, v in plan.facts.versions.items()},

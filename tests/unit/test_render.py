@@ -130,7 +130,7 @@ def test_replica_plan_structure() -> None:
 
 def test_markdown_flags_destructive_steps_and_missing_undo() -> None:
     md = rendered("rebuild-old-primary", "md")
-    assert md.startswith("# resync plan: rebuild-db1-from-db2\n")
+    assert md.startswith("# resync plan: Rebuild the old primary db1 from db2 (rebuild-db1-from-db2)\n")
     assert "## 3. Move db1's datadir aside (kept) and create an empty one — **DESTRUCTIVE**" in md
     assert md.count("— **DESTRUCTIVE**") == 3
     assert md.count("Undo: none") == 2  # the copy and the binlog reset

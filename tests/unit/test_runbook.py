@@ -384,3 +384,37 @@ def test_the_donor_needs_service_commands_a_web_host_does_not(tmp_path: Path) ->
     web = text.replace("hosts:\n", "hosts:\n  web1: {address: web1.example.internal}\n", 1)
     (tmp_path / "web.yaml").write_text(web)
     assert load_runbook(tmp_path / "web.yaml").model.hosts["web1"].service is None
+
+
+def test_a_title_is_free_text_and_the_name_its_slug_when_left_out(tmp_path: Path) -> None:
+    text = edit(example(), "name: rebuild-db1-from-db2", "# no name: derived from the title")
+    text = edit(text, "title: Rebuild the old primary db1 from db2",
+                "title: \"Nightly rebuild of db1 — from db2 (change #4711)\"")
+    rb = load_runbook(write(tmp_path, text)).model
+    assert rb.title == "Nightly rebuild of db1 — from db2 (change #4711)"
+    assert rb.name == "nightly-rebuild-of-db1-from-db2-change-4711"
+    assert rb.label == f"{rb.title} ({rb.name})"
+
+
+def test_a_free_text_name_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    text = edit(example(), "name: rebuild-db1-from-db2", "name: nightly rebuild of db1")
+    path, err = load_error(tmp_path, text)
+    assert_names(err, path, line_no(text, "name: nightly rebuild of db1"), "name")
+    assert "put free text in `title:`" in str(err)
+
+
+def test_neither_title_nor_name_is_refused(tmp_path: Path) -> None:
+    text = edit(example(), "name: rebuild-db1-from-db2", "")
+    text = edit(text, "title: Rebuild the old primary db1 from db2", "")
+    _, err = load_error(tmp_path, text)
+    assert "needs a `title:` (free text) or a `name:`" in str(err)
+
+
+def test_outputs_lead_with_the_title() -> None:
+    from resync.cli.render import render_markdown
+    from resync.plan.build import assumed_facts, build_plan
+
+    loaded = load_runbook(OLD_PRIMARY)
+    markdown = render_markdown(build_plan(loaded, assumed_facts(loaded, {})))
+    assert markdown.startswith("# resync plan: Rebuild the old primary db1 from db2 "
+                               "(rebuild-db1-from-db2)")
