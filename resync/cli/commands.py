@@ -83,9 +83,11 @@ _DISCARD_HELP = ("go ahead although the recipient holds transactions the donor l
 @click.option("--out", "out", type=click.Path(dir_okay=False),
               help="also write the plan (JSON, with its hash) here, for `run --plan`")
 @click.option("--discard-errant", is_flag=True, help=_DISCARD_HELP)
+@click.option("--brief", is_flag=True,
+              help="text format: one line per step (its summary) and the destructive markers")
 @_guard
 def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: str | None,
-         discard_errant: bool) -> None:
+         discard_errant: bool, brief: bool) -> None:
     """Print every step, host, SQL statement and command, without connecting anywhere."""
     from dataclasses import replace
 
@@ -111,7 +113,7 @@ def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: 
     elif fmt == "markdown":
         click.echo(render_markdown(the_plan), nl=False)
     else:
-        render_text(the_plan, _console())
+        render_text(the_plan, _console(), brief=brief)
 
 
 @main.command()

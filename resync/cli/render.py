@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 from rich.console import Console
@@ -10,8 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from resync.actions.types import ActionView
+from resync.model.keys import StepKind
 from resync.plan.build import Plan
 from resync.plan.document import StepView, plan_document, step_views
+from resync.plan.estimate import Estimate
 
 
 def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
@@ -92,6 +95,7 @@ def render_header(plan: Plan, console: Console, plan_sha256: str | None = None) 
 # A long action text (the copy relay's program, installed on both hosts, used by the bandwidth
 # probe and by the copy) is printed in full once per plan; a repeat names the step that shows it.
 LONG_TEXT = 300
+FOLD_LINES = 4  # markdown folds a script of more lines (or LONG_TEXT characters) under its first
 Shown = dict[str, int]  # a long action text -> the number of the step that printed it
 
 
@@ -106,10 +110,26 @@ def _once(text: str, number: int, shown: Shown | None) -> str:
     return f"{text.splitlines()[0][:120]} … (the same text as {where}, shown there in full)"
 
 
-def step_panel(v: StepView, *, undo: bool = False, shown: Shown | None = None) -> Panel:
+def figures(plan: Plan, v: StepView) -> str:
+    """What the estimate adds to the copy's summary: how much, how long (measured, so never part
+    of the hashed plan)."""
+    e = plan.facts.estimate
+    if e is None or not v.key.startswith(f"{StepKind.COPY.value}:"):
+        return ""
+    rate = (f" at {e.bandwidth / 1e6:.0f} MB/s ({e.bandwidth_source})"
+            if isinstance(e, Estimate) else " (assumed rate of a restored volume)")
+    return f"; {e.datadir_bytes / 1e9:.2f} GB, ~{e.copy_seconds:.0f} s{rate}"
+
+
+def step_panel(v: StepView, *, undo: bool = False, shown: Shown | None = None,
+               extra: str = "") -> Panel:
     """One step as `plan` prints it and as `run` shows it before asking: the same panel.
-    `shown`: long texts printed by earlier panels of the same plan (printed once)."""
-    lines = [Text(v.why, style="dim")] if v.why and not undo else []
+    It leads with the summary in plain words (`extra`: the estimate's figures for it), then the
+    notes, then why, then the exact actions. `shown`: long texts printed by earlier panels of the
+    same plan (printed once)."""
+    lines = [Text((v.summary or v.title) + extra, style="bold")] if not undo else []
+    lines += [Text(note) for note in v.notes] if not undo else []
+    lines += [Text(v.why, style="dim")] if v.why and not undo else []
     lines += [*_action_lines(v.undo if undo else v.actions, number=v.number, shown=shown)] \
         or [Text("-")]
     if not undo:
@@ -126,11 +146,17 @@ def step_panel(v: StepView, *, undo: bool = False, shown: Shown | None = None) -
                  border_style="red" if v.destructive else "blue")
 
 
-def render_text(plan: Plan, console: Console) -> None:
+def render_text(plan: Plan, console: Console, *, brief: bool = False) -> None:
+    """The plan; `brief`: only each step's summary and its destructive marker."""
     render_header(plan, console)
     shown: Shown = {}
     for v in step_views(plan):
-        console.print(step_panel(v, shown=shown))
+        if brief:
+            flag = Text(" — DESTRUCTIVE", style="bold red") if v.destructive else Text("")
+            console.print(Text(f"{v.number:>2}. ", style="bold")
+                          .append((v.summary or v.title) + figures(plan, v)).append(flag))
+        else:
+            console.print(step_panel(v, shown=shown, extra=figures(plan, v)))
 
 
 _STYLE = {"sql": "cyan", "capture": "cyan", "shell": "green", "poll": "italic", "probe": "italic",
@@ -172,6 +198,10 @@ def render_markdown(plan: Plan) -> str:
     for v in step_views(plan):
         flag = " — **DESTRUCTIVE**" if v.destructive else ""
         out += [f"## {v.number}. {v.title}{flag}", ""]
+        if v.summary:
+            out += [f"**{v.summary}{figures(plan, v)}**", ""]
+        if v.notes:
+            out += [*(f"- {note}" for note in v.notes), ""]
         if v.why:
             out += [f"_{v.why}_", ""]
         out += _md_actions(v.actions, number=v.number, shown=shown)
@@ -191,8 +221,17 @@ def _md_actions(actions: list[ActionView], depth: int = 0, *, number: int = 0,
             lang = "sh" if a.kind == "shell" else "sql"
             into = f" → {', '.join(a.into)}" if a.into else ""
             session = f" (session `{a.session}`)" if a.session else ""
-            out += [f"{pad}- on `{a.host}`{session}{into}:", "", f"{pad}  ```{lang}",
-                    f"{pad}  {_once(a.text, number, shown)}", f"{pad}  ```"]
+            text = _once(a.text, number, shown)
+            out += [f"{pad}- on `{a.host}`{session}{into}:", ""]
+            if len(text) >= LONG_TEXT or text.count("\n") >= FOLD_LINES:
+                # folded under its first line: a reviewer opens it, the ticket stays readable
+                first = html.escape(text.splitlines()[0][:100], quote=False)
+                out += [f"{pad}  <details><summary><code>{first}</code> … "
+                        f"({_lines(text)}, {len(text)} characters)</summary>", ""]
+                out += [f"{pad}  ```{lang}", f"{pad}  {text}", f"{pad}  ```", "",
+                        f"{pad}  </details>"]
+            else:
+                out += [f"{pad}  ```{lang}", f"{pad}  {text}", f"{pad}  ```"]
         elif a.kind in ("hold", "composite"):
             out.append(f"{pad}- on `{a.host}`: {a.text}:")
         else:  # the text says what it is: poll, check, assert, when, probe, log in
@@ -203,6 +242,11 @@ def _md_actions(actions: list[ActionView], depth: int = 0, *, number: int = 0,
                        else f"{pad}  - otherwise:")
             out += _md_actions(a.otherwise, depth + 2, number=number, shown=shown)
     return out if depth else [*out, ""]
+
+
+def _lines(text: str) -> str:
+    n = text.count("\n") + 1
+    return f"{n} line{'s' if n != 1 else ''}"
 
 
 def render_json(plan: Plan) -> str:

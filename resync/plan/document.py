@@ -27,17 +27,21 @@ class StepView:
     actions: list[ActionView]
     undo: list[ActionView]
     no_undo: str
+    summary: str = ""  # plain words, the plan's first layer (the title when the step has none)
+    notes: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {"number": self.number, "key": self.key, "title": self.title, "hosts": self.hosts,
                 "destructive": self.destructive, "why": self.why,
+                "summary": self.summary or self.title, "notes": list(self.notes),
                 "actions": [a.as_json() for a in self.actions],
                 "undo": [a.as_json() for a in self.undo], "no_undo": self.no_undo}
 
 
 def step_view(number: int, step: Step) -> StepView:
     return StepView(number, step.key, step.title, list(step.hosts), step.destructive, step.why,
-                    views(step.plan()), views(step.undo_plan()), step.no_undo)
+                    views(step.plan()), views(step.undo_plan()), step.no_undo, step.summary,
+                    step.notes)
 
 
 def step_views(plan: Plan) -> list[StepView]:

@@ -18,6 +18,10 @@ class Step:
     hosts: tuple[str, ...] = ()
     destructive: bool = False
     why: str = ""  # one line for the plan: why this step exists
+    # the plan's first layer, in plain words: what moves from where to where (default: the title);
+    # figures that are measured (sizes, rates) are added by the renderer, never hashed here
+    summary: str = ""
+    notes: tuple[str, ...] = ()  # lines a reviewer reads before the exact actions (e.g. exclusions)
     no_undo: str = ""  # what the plan says when undo_plan() is empty
     # a lock this step leaves held on a named session, and the step after which it is not needed:
     # a resumed run redoes this step if the session died with the previous process before then

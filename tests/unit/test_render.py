@@ -314,3 +314,46 @@ def test_the_relay_program_is_printed_once_per_plan() -> None:
     markdown = render_markdown(plan)
     assert markdown.count(program) == 1
     assert "(the same text as in step" in markdown
+
+
+def test_the_copy_step_leads_with_a_summary_and_its_exclusions_with_reasons() -> None:
+    plan = make_plan("rebuild-old-primary")
+    copy = next(v for v in step_views(plan) if v.key.startswith("copy-datadir:"))
+    assert copy.summary.startswith("stream: db2:/var/lib/mysql → db1:/var/lib/mysql over a TCP "
+                                   "stream (port 7878")
+    assert "CRC-32 compared on both ends" in copy.summary
+    assert any("*relay-bin.*" in n and "the recipient starts its own" in n for n in copy.notes)
+    assert any("*.pid" in n and "recreated at start" in n for n in copy.notes)
+    text = as_text(plan)
+    panel = text[text.index("Copy the datadir db2 -> db1"):]
+    assert panel.index(copy.summary[:40]) < panel.index("not copied:") < panel.index("$ ")
+
+
+def test_mysql_exclusions_name_the_identity_file() -> None:
+    plan = make_plan("rebuild-old-primary", "donor=mysql-8.4,recipient=mysql-8.4")
+    copy = next(v for v in step_views(plan) if v.key.startswith("copy-datadir:"))
+    assert any("auto.cnf" in n and "server_uuid must stay unique" in n for n in copy.notes)
+
+
+def test_brief_prints_one_line_per_step_with_destructive_markers() -> None:
+    plan = make_plan("rebuild-old-primary")
+    out = io.StringIO()
+    render_text(plan, Console(file=out, width=400, color_system=None, highlight=False), brief=True)
+    lines = [line for line in out.getvalue().splitlines() if re.match(r"\s*\d+\. ", line)]
+    views = step_views(plan)
+    assert len(lines) == len(views)
+    assert sum("— DESTRUCTIVE" in line for line in lines) == sum(v.destructive for v in views)
+    assert "sql>" not in out.getvalue() and "$ " not in out.getvalue()
+
+
+def test_markdown_folds_long_scripts_under_their_first_line_and_keeps_them_whole() -> None:
+    plan = make_plan("rebuild-old-primary")
+    md = render_markdown(plan)
+    assert md.count("<details><summary>") == md.count("</details>") > 0
+    shown: set[str] = set()
+    for v in step_views(plan):
+        for a in flat(v.actions):
+            if a.kind == "shell" and a.text not in shown:
+                shown.add(a.text)
+                assert a.text in md, "every exact action stays in the ticket"
+    assert "(107 lines" not in md or "<details>" in md

@@ -24,19 +24,38 @@ from resync.steps.copy import relay
 Method = Literal["stream", "ssh", "ebs"]
 Compress = Literal["none", "zstd", "lz4"]
 
-# Never copied: the donor's binary/relay logs and replication state (the recipient gets its own),
-# identity (auto.cnf: MySQL server_uuid must stay unique), run-time files.
-COMMON_EXCLUDES = (
-    "./*-bin.[0-9]*", "./*-bin.index", "./*-bin.state", "./*relay-bin.*", "./*relay-log.*",
-    "./master.info", "./relay-log.info", "./multi-master.info", "./master-*.info",
-    "./relay-log-*.info", "./*.pid", "./*.sock", "./*.sock.lock", "./ibtmp1",
+# Never copied, group by group with the reason a plan shows (the order is the tar command's).
+EXCLUDE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("the donor's binary and relay logs and replication state: the recipient starts its own",
+     ("./*-bin.[0-9]*", "./*-bin.index", "./*-bin.state", "./*relay-bin.*", "./*relay-log.*",
+      "./master.info", "./relay-log.info", "./multi-master.info", "./master-*.info",
+      "./relay-log-*.info")),
+    ("run-time files of the donor's server process, recreated at start",
+     ("./*.pid", "./*.sock", "./*.sock.lock", "./ibtmp1")),
 )
-FLAVOR_EXCLUDES = {
-    # MySQL 8 names its binary logs binlog.NNNNNN by default; #innodb_temp is recreated at start
-    "mysql": ("./auto.cnf", "./mysqld-auto.cnf", "./binlog.[0-9]*", "./binlog.index",
-              "./#innodb_temp"),
+COMMON_EXCLUDES = tuple(p for _, patterns in EXCLUDE_GROUPS for p in patterns)
+FLAVOR_EXCLUDE_GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "mysql": (("the donor's identity: a MySQL server_uuid must stay unique",
+               ("./auto.cnf", "./mysqld-auto.cnf")),
+              ("MySQL 8's default binary log names", ("./binlog.[0-9]*", "./binlog.index")),
+              ("run-time files of the donor's server process, recreated at start",
+               ("./#innodb_temp",))),
     "mariadb": (),
 }
+FLAVOR_EXCLUDES = {flavor: tuple(p for _, patterns in groups for p in patterns)
+                   for flavor, groups in FLAVOR_EXCLUDE_GROUPS.items()}
+
+
+def exclusion_notes(excludes: tuple[str, ...]) -> tuple[str, ...]:
+    """The copy's exclusions as a reviewer reads them: one line per reason."""
+    reasons: dict[str, list[str]] = {}
+    known = {p: why for groups in (EXCLUDE_GROUPS, *FLAVOR_EXCLUDE_GROUPS.values())
+             for why, patterns in groups for p in patterns}
+    for pattern in excludes:
+        reasons.setdefault(known.get(pattern, "the runbook's copy.exclude"), []).append(pattern)
+    return tuple(f"not copied: {' '.join(p.removeprefix('./') for p in patterns)} — {why}"
+                 for why, patterns in reasons.items())
+
 
 # What carries the stream on each end: the relay, run by python3 (3.5 or later). TOOL_PROBE
 # (`plan --detect`) names what a host has; its first word says that it was probed.
@@ -84,6 +103,16 @@ class CopySpec:
             how += f", {self.compress}"
         return how + (f", limited to {self.rate_limit_mb_per_s:g} MB/s" if self.rate_limit_mb_per_s
                       else "")
+
+    def summary(self) -> str:
+        """The copy in plain words: what moves from where to where, how, how it is checked."""
+        how = {"stream": f"over a TCP stream (port {self.port}, the relay on both ends, plaintext)",
+               "ssh": f"over ssh ({self.ssh_cipher or 'default cipher'})",
+               "ebs": "from a volume made of the donor's snapshot"}[self.method]
+        extra = (f", {self.compress}-compressed" if self.compress != "none" else "") + \
+            (f", at most {self.rate_limit_mb_per_s:g} MB/s" if self.rate_limit_mb_per_s else "")
+        return (f"{self.method}: {self.donor}:{self.donor_datadir} → {self.recipient}:"
+                f"{self.recipient_datadir} {how}{extra}; {self.checked()} on both ends")
 
     def checked(self) -> str:
         """What the two ends' reports compare."""

@@ -200,6 +200,10 @@ class HotCopy(Step):
         self.title = (f"Copy {spec.donor}'s datadir hot with {tool.name} (it keeps serving), "
                       f"prepare it on {spec.recipient}")
         self.hosts = (spec.donor, spec.recipient)
+        self.summary = (f"{tool.name}: {spec.donor}:{spec.donor_datadir} (serving) → "
+                        f"{spec.recipient}:{spec.recipient_datadir} through the relay (port "
+                        f"{spec.port}, plaintext), prepared on {spec.recipient}; {spec.checked()} "
+                        "on both ends")
         self.why = (f"{tool.name} takes {dialect.backup_lock().sql} only while it reads the "
                     f"binary log position (timed: {WRITE_LOCK_SECONDS}); the tool logs in with a "
                     f"one-time account '{BACKUP_USER}'@'{BACKUP_HOST}' whose password never leaves "

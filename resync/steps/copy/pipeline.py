@@ -35,6 +35,7 @@ from resync.steps.copy.commands import (
     CopySpec,
     bandwidth_probe,
     clear_partial,
+    exclusion_notes,
     receiver,
     relay_installs,
     sender,
@@ -274,6 +275,8 @@ class CopyDatadir(Step):
         self.id = StepId(StepKind.COPY, f"{spec.donor}->{spec.recipient}")
         self.title = f"Copy the datadir {spec.donor} -> {spec.recipient} ({spec.label()})"
         self.hosts = (spec.donor, spec.recipient)
+        self.summary = spec.summary()
+        self.notes = exclusion_notes(spec.excludes)
         self.why = ("cold physical copy into the recipient's empty datadir; " +
                     ("plaintext on the wire: only across trusted networks" if spec.method == "stream"
                      else "encrypted by OpenSSH") + f"; both ends' {spec.checked()}")

@@ -29,6 +29,7 @@ from resync.steps.copy.commands import (
     TAR_WRITTEN,
     CopySpec,
     clear_partial,
+    exclusion_notes,
     stop_leftovers,
     tagged,
 )
@@ -254,6 +255,10 @@ class CopyFromVolume(Step):
         self.hosts = (spec.recipient,)
         self.why = ("the volume holds the donor's filesystem as the snapshot saw it; only the "
                     "datadir is copied, without the donor's logs and replication state")
+        self.summary = (f"ebs: the new volume (the donor's snapshot), read-only on {spec.recipient} "
+                        f"→ {spec.recipient}:{spec.recipient_datadir} with tar on "
+                        f"{spec.recipient}; tar's byte counts compared")
+        self.notes = exclusion_notes(spec.excludes)
 
     def plan(self) -> tuple[Action, ...]:
         s = self.spec
