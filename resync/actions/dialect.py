@@ -336,6 +336,15 @@ class Dialect:
         """One row (none if binary logging is off) with columns File and Position."""
         return Statement(self.syntax.binlog_status)
 
+    def binlog_retention(self) -> Statement:
+        """One row, column `seconds`: how long binary logs are kept before they are purged (0:
+        never). MySQL 8.0+ and MariaDB 10.6+: binlog_expire_logs_seconds (MariaDB keeps
+        expire_logs_days in step with it); before: expire_logs_days."""
+        v = self.version
+        if v.number >= ((8, 0, 1) if v.flavor == "mysql" else (10, 6, 1)):
+            return Statement("SELECT @@GLOBAL.binlog_expire_logs_seconds AS seconds")
+        return Statement("SELECT @@GLOBAL.expire_logs_days * 86400 AS seconds")
+
     def reset_binlogs(self) -> Statement:
         return Statement(self.syntax.reset_binlogs)
 

@@ -70,6 +70,8 @@ def _load(path: str, *, secrets: bool = False) -> LoadedRunbook:
     return loaded
 
 
+_LOG_JSON_HELP = ("append one JSON object per event to FILE (steps, actions, progress, gate "
+                  "decisions, summary; secrets masked), flushed line by line")
 _DISCARD_HELP = ("go ahead although the recipient holds transactions the donor lacks (listed "
                  "by preflight); they stay in its binary logs, kept with its old datadir")
 
@@ -118,9 +120,19 @@ def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: 
 
 @main.command()
 @click.argument("runbook", type=click.Path(dir_okay=False))
+@click.option("--window", "window", is_flag=True,
+              help="also: does the run fit the runbook's next window (size, measured rate, "
+                   "phases, margin)? exit 3 when it does not")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              help="with --window: json for a change-management tool")
 @_guard
-def check(runbook: str) -> None:
+def check(runbook: str, window: bool, fmt: str) -> None:
     """Run the preflight checks alone: a table of pass/fail with the reason."""
+    if window or fmt != "text":
+        from resync.cli.window import check_window
+
+        check_window(runbook, fmt, window=window)
+        return
     from rich.table import Table
 
     from resync.model.errors import GateRefused, PreflightFailed
@@ -153,15 +165,19 @@ def check(runbook: str) -> None:
 @click.option("--plan", "reviewed", type=click.Path(exists=True, dir_okay=False),
               help="the reviewed plan (plan --detect --out): refuse (exit 3) if this run's differs")
 @click.option("--discard-errant", is_flag=True, help=_DISCARD_HELP)
+@click.option("--log-json", "log_json", type=click.Path(dir_okay=False), help=_LOG_JSON_HELP)
+@click.option("--no-wait", "no_wait", is_flag=True,
+              help="before the runbook's window: refuse (exit 3) instead of waiting for it")
 @_guard
 def run(runbook: str, yes: bool, journal_path: str | None, reviewed: str | None,
-        discard_errant: bool) -> None:
+        discard_errant: bool, log_json: str | None, no_wait: bool) -> None:
     """Run the resync: each step shown with its exact commands, confirmed, journaled."""
     from resync.run.runner import start_run
 
     start_run(_load(runbook), _console(), yes=yes,
               journal_path=Path(journal_path) if journal_path else None,
-              reviewed=Path(reviewed) if reviewed else None, discard_errant=discard_errant)
+              reviewed=Path(reviewed) if reviewed else None, discard_errant=discard_errant,
+              log_json=Path(log_json) if log_json else None, no_wait=no_wait)
 
 
 def _on_journal(yes_help: str) -> Callable[[Callable[..., None]], Any]:
@@ -171,6 +187,8 @@ def _on_journal(yes_help: str) -> Callable[[Callable[..., None]], Any]:
         fn = _guard(fn)
         fn = click.option("--yes", is_flag=True, help=yes_help)(fn)
         fn = click.option("--runbook", help="the runbook, if it moved since the run started")(fn)
+        fn = click.option("--log-json", "log_json", type=click.Path(dir_okay=False),
+                          help=_LOG_JSON_HELP)(fn)
         fn = click.argument("journal_path", metavar="JOURNAL",
                             type=click.Path(exists=True, dir_okay=False))(fn)
         return main.command()(fn)
@@ -179,22 +197,25 @@ def _on_journal(yes_help: str) -> Callable[[Callable[..., None]], Any]:
 
 
 @_on_journal("unattended: no questions")
-def resume(journal_path: str, runbook: str | None, yes: bool) -> None:
+def resume(journal_path: str, runbook: str | None, yes: bool, log_json: str | None) -> None:
     """Continue a run from its journal: re-observe, then go on from the first step not done."""
     from resync.run.runner import continue_run
 
-    continue_run(Path(journal_path), runbook, _console(), yes=yes)
+    continue_run(Path(journal_path), runbook, _console(), yes=yes,
+                 log_json=Path(log_json) if log_json else None)
 
 
 @click.option("--force", is_flag=True,
               help="roll back a finished run too (the new primary's writes since then are moved "
                    "aside with the copied datadir)")
 @_on_journal("unattended: no questions")
-def rollback(journal_path: str, runbook: str | None, yes: bool, force: bool) -> None:
+def rollback(journal_path: str, runbook: str | None, yes: bool, force: bool,
+             log_json: str | None) -> None:
     """Undo the steps of a run in reverse order (restores the old datadir and the topology)."""
     from resync.run.runner import continue_run
 
-    continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True, force=force)
+    continue_run(Path(journal_path), runbook, _console(), yes=yes, rollback=True, force=force,
+                 log_json=Path(log_json) if log_json else None)
 
 
 @main.command()
@@ -326,8 +347,12 @@ def _register_groups() -> None:
     from resync.cli.lb import lb
     from resync.cli.lb_haproxy import haproxy_config
     from resync.cli.maintenance import maintenance
+    from resync.cli.schedule import schedule
+    from resync.cli.window import window
 
     main.add_command(maintenance)
+    main.add_command(window)
+    main.add_command(schedule)
     lb.add_command(haproxy_config)
     main.add_command(lb)
 

@@ -1,8 +1,10 @@
-"""Terminal UI for runs: each step with its exact commands, confirm/skip/abort, copy progress."""
+"""Terminal UI for runs: each step with its exact commands, confirm/skip/abort, copy progress;
+plain lines when stdout is not a terminal (a timer's log, cron's mail)."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,8 +24,10 @@ from rich.table import Table
 from rich.text import Text
 
 from resync.cli.render import step_panel
+from resync.model.errors import Aborted
 from resync.plan.document import step_view
 from resync.run.engine import Decision
+from resync.run.events import EventName, RunEvent
 from resync.run.journal import Journal, StepState
 from resync.steps.base import Step
 from resync.steps.verify import checksum_rows, describe
@@ -34,8 +38,14 @@ _STATE_STYLE = {StepState.DONE: "green", StepState.FAILED: "bold red",
 
 
 class TerminalUI:
-    def __init__(self, console: Console, *, interactive: bool, undo: bool = False) -> None:
+    """The run on the terminal, a listener of its events. `live` (default: stdout is a terminal):
+    step panels and progress bars; otherwise plain lines a log keeps (no spinner, no bar): one
+    per step start and end, per phase, and progress as often as the events bring it."""
+
+    def __init__(self, console: Console, *, interactive: bool, undo: bool = False,
+                 live: bool | None = None) -> None:
         self.console, self.interactive, self.undo = console, interactive, undo
+        self.live = console.is_terminal if live is None else live
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._numbers: dict[str, int] = {}
@@ -48,25 +58,66 @@ class TerminalUI:
         self.console.print(step_panel(view, undo=self.undo))
 
     def confirm(self, step: Step) -> Decision:
-        self.show(step)
-        if not self.interactive:
+        if self.live or self.interactive:  # what is about to run, before the question
+            self.show(step)
+        if not self.interactive:  # --yes: never a question, never a read of stdin
             return Decision.RUN
-        answer = Prompt.ask("run this step? (y)es / (s)kip / (a)bort", console=self.console,
-                            choices=["y", "s", "a"], default="y")
+        try:
+            answer = Prompt.ask("run this step? (y)es / (s)kip / (a)bort", console=self.console,
+                                choices=["y", "s", "a"], default="y")
+        except EOFError:  # no one to answer (cron, a pipe): stop before the step, not a traceback
+            raise Aborted(f"no answer for step '{step.key}': standard input is closed (an "
+                          "unattended run needs --yes)") from None
         return {"y": Decision.RUN, "s": Decision.SKIP, "a": Decision.ABORT}[answer]
 
-    def step_started(self, step: Step) -> None:
-        self.console.print(Text(f"… {step.key}", style="dim"))
+    # -- the events --------------------------------------------------------------------------------
+    def handle(self, event: RunEvent) -> None:
+        if event.name is EventName.STEP_STARTED:
+            self._step_started(event)
+        elif event.name is EventName.STEP_FINISHED:
+            self._step_finished(event)
+        elif event.name is EventName.PROGRESS and not self.live:  # live: the bar has it
+            self._line(Text(progress_line(event)))
+        elif event.name is EventName.PHASE:
+            self._line(Text(event.what(), style="dim"))
+        elif event.name is EventName.OVERRUN:
+            self._line(Text(f"OVERRUN: {event.message}", style="bold yellow"))
 
-    def step_finished(self, step: Step, state: StepState, note: str | None) -> None:
+    def close(self) -> None:
         self._stop_progress()
-        if state is StepState.DONE and note:
-            self.show(step)
-        style = _STATE_STYLE.get(state, "")
-        extra = f" — {note}" if note else ""
-        self.console.print(Text.assemble((state.value, style), f" {step.key}{extra}"))
 
+    def _step_started(self, event: RunEvent) -> None:
+        key = event.step or ""
+        if self.live:
+            self.console.print(Text(f"… {key}", style="dim"))
+        else:
+            self._line(Text(f"{self._number(key)}{key} started: {event.title or ''}"))
+
+    def _step_finished(self, event: RunEvent) -> None:
+        self._stop_progress()
+        state = StepState(event.state) if event.state else StepState.DONE
+        style = _STATE_STYLE.get(state, "")
+        extra = f" — {event.message}" if event.message else ""
+        if self.live:
+            self.console.print(Text.assemble((state.value, style), f" {event.step}{extra}"))
+            return
+        took = f" ({event.seconds:.1f} s)" if event.seconds is not None else ""
+        self._line(Text.assemble(f"{self._number(event.step or '')}{event.step} ",
+                                 (state.value.upper() if state is StepState.FAILED else state.value,
+                                  style), f"{took}{extra}"))
+
+    def _number(self, key: str) -> str:
+        n = self._numbers.get(key)
+        return f"step {n}/{len(self._numbers)} " if n else ""
+
+    def _line(self, text: Text) -> None:
+        """One line of a log: the time first, never wrapped (a long command stays one line)."""
+        self.console.print(Text(time.strftime("%H:%M:%S "), style="dim") + text, soft_wrap=True)
+
+    # -- the live bar (a terminal only) -------------------------------------------------------------
     def progress(self, done: int, total: int | None, label: str) -> None:
+        if not self.live:
+            return
         if self._progress is None:
             # the copy counts bytes; waits (a drain, a TTL) count seconds
             columns: tuple[Any, ...]
@@ -87,6 +138,40 @@ class TerminalUI:
         if self._progress is not None:
             self._progress.stop()
             self._progress, self._task = None, None
+
+
+def progress_line(event: RunEvent) -> str:
+    """copy: 1.2 GB of 4.0 GB (30%), 95.3 MB/s, ETA 30 s"""
+    f = event.figures
+    unit, done, total = str(f.get("unit") or ""), f.get("done"), f.get("total")
+    out = f"{event.message}: {_amount(done, unit)}"
+    if isinstance(total, int | float) and total and isinstance(done, int | float):
+        out += f" of {_amount(total, unit)} ({100 * done / total:.0f}%)"
+    rate, eta = f.get("rate_per_second"), f.get("eta_seconds")
+    if isinstance(rate, int | float) and unit != "seconds":
+        out += f", {_amount(rate, unit)}/s"
+    if isinstance(eta, int | float):
+        out += f", ETA {_duration(eta)}"
+    return out
+
+
+def _amount(value: object, unit: str) -> str:
+    if not isinstance(value, int | float):
+        return "?"
+    if unit == "bytes":
+        for size, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+            if value >= size:
+                return f"{value / size:.1f} {name}"
+        return f"{value:.0f} B"
+    return f"{value:,.0f} {unit}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def checksum_table(title: str, rows: Iterable[Sequence[Any]]) -> Table:

@@ -22,7 +22,9 @@ from resync.model.ebs import EbsSettings
 from resync.model.errors import RunbookError
 from resync.model.lb import MemberEntry, error_message, member_loc
 from resync.model.maintenance import MaintenanceSettings, _with_host_names
+from resync.model.notify import NotifySettings
 from resync.model.secrets import Secret, secret_from_env
+from resync.model.window import WindowSettings
 from resync.model.yamlfile import Lines, Loc, Located, parse_yaml_model, read_text, where
 
 
@@ -188,6 +190,8 @@ class Runbook(_Strict):
     locks: LockSettings = LockSettings()
     # validated knowing the host names above (`on`, `hosts`, `probe.from` must be among them)
     maintenance: Annotated[MaintenanceSettings | None, WrapValidator(_with_host_names)] = None
+    window: WindowSettings | None = None  # the approved maintenance window (resync.window)
+    notify: NotifySettings | None = None  # who is told how the run goes (resync.notify)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

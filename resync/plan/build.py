@@ -53,6 +53,7 @@ from resync.steps.replication import (
 )
 from resync.steps.services import PreflushDonor, StartService, StopService, start_read_only
 from resync.steps.verify import VerifyData
+from resync.steps.window import with_window
 from resync.steps.writable import MakeWritable
 
 if TYPE_CHECKING:
@@ -268,7 +269,7 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     steps.append(VerifyData(primary, replica, dialects[primary], dialects[replica], mode, timeout))
     if rb.copy_.method == "ebs":  # off the application's path: the temporary volume goes last
         steps.append(ReleaseVolume(recipient, rb.copy_.ebs, EbsTargets.of(rb.copy_.ebs)))
-    return Plan(loaded, facts, mode, tuple(steps))
+    return Plan(loaded, facts, mode, tuple(with_window(steps, loaded)))
 
 
 def cold_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -44,6 +44,9 @@ from resync.steps.copy.ebs.keys import OLD_VOLUME, WRITE_LOCK_SECONDS
 from resync.steps.copy.hot_commands import HOT_METHODS
 from resync.steps.copy.hot_commands import WRITE_LOCK_SECONDS as HOT_WRITE_LOCK_SECONDS
 
+if TYPE_CHECKING:
+    from resync.notify.audience import Audience
+
 
 def runbook_secrets(loaded: LoadedRunbook) -> list[Secret]:
     """Every password_env must be set before anything is touched (exit 2 names file and line)."""
@@ -52,7 +55,9 @@ def runbook_secrets(loaded: LoadedRunbook) -> list[Secret]:
              for name in (rb.donor, rb.recipient)
              if (env := rb.hosts[name].mysql.password_env)]
     found.append(loaded.secret(rb.replication.password_env, "replication", "password_env"))
-    return found
+    from resync.notify.build import webhook_secrets  # notify.webhooks[].url_env: set them too
+
+    return found + webhook_secrets(loaded)
 
 
 def require_secrets(loaded: LoadedRunbook) -> None:
@@ -149,16 +154,24 @@ def new_journal(loaded: LoadedRunbook, plan: Plan, journal_path: Path | None,
 
 
 def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Console, *, yes: bool,
-            rollback: bool = False) -> None:
+            rollback: bool = False, audience: Audience | None = None) -> None:
+    """`audience`: the terminal, the JSON log, the notifications (default: the terminal)."""
     from resync.cli.render import render_header
-    from resync.cli.ui import TerminalUI, summary
+    from resync.cli.ui import summary
+    from resync.notify.audience import open_audience
     from resync.run.engine import Engine
+    from resync.run.events import EventName
 
-    ui = TerminalUI(console, interactive=not yes, undo=rollback)
-    ui.number_steps(list(plan.steps))
+    if audience is None:
+        with open_audience(loaded, console, yes=yes, rollback=rollback) as made:
+            return execute(loaded, plan, journal, console, yes=yes, rollback=rollback,
+                           audience=made)
+    ui, events = audience.ui, audience.events
+    journal = audience.attach(journal, plan, rollback=rollback)
     render_header(plan, console, plan_sha256=journal.data.plan_sha256)
-    exe = executor_for(loaded, journal, progress=ui.progress)
-    engine = Engine(plan.steps, journal, exe, confirm=ui.confirm, events=ui,
+    exe = executor_for(loaded, journal, progress=events.progress)
+    events.watch_secrets(exe.secrets)
+    engine = Engine(plan.steps, journal, exe, confirm=ui.confirm, events=events,
                     must_run=lambda step: step.id.kind is StepKind.PREFLIGHT)
     console.print(f"journal: [bold]{journal.path}[/bold]")
     if rollback:
@@ -166,10 +179,13 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
         if left:
             console.print(f"no undo for: {', '.join(left)}")
         console.print(f"rolled back; journal: {journal.path}")
-        return
+        events.finished(EventName.SUCCESS, "rolled back" + (f"; no undo for: {', '.join(left)}"
+                                                            if left else ""))
+        return None
     try:
         engine.run()
         record_downtime(journal, plan)
+        events.finished(EventName.SUCCESS, "done")
     except (StepFailed, Aborted, GateRefused) as exc:
         if isinstance(exc, GateRefused) and journal.step(plan.steps[0].key).state is not \
                 StepState.DONE:
@@ -181,6 +197,7 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
         if page_on is not None and journal.step(page_on.key).state is StepState.DONE:
             exc.hint += ("; the maintenance page STAYS ON: the rollback takes it down, or "
                          f"`resync maintenance off {plan.loaded.path}`")
+        audience.failed(exc, journal.path)
         raise
     finally:
         summary(console, journal)
@@ -265,17 +282,27 @@ def record_phases(journal: Journal, plan: Plan, downtime: float) -> None:
 
 def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,
               journal_path: Path | None = None, plan: Plan | None = None,
-              reviewed: Path | None = None, discard_errant: bool = False) -> Journal:
+              reviewed: Path | None = None, discard_errant: bool = False,
+              log_json: Path | None = None, no_wait: bool = False) -> Journal:
     """Start a run. `plan` is the one already shown to the operator, if any: it is what runs.
-    `reviewed`: a plan file (`plan --detect --out`) this run must equal, action for action."""
+    `reviewed`: a plan file (`plan --detect --out`) this run must equal, action for action.
+    `log_json`: a file each event is appended to as a JSON line. `no_wait`: before the
+    runbook's window, refuse instead of waiting for it."""
+    from resync.notify.audience import open_audience
+    from resync.window.wait import run_in_window
+
     require_secrets(loaded)
-    detection = MemoryJournal("detect")
-    plan = plan or detected_plan(loaded, journal=detection, discard_errant=discard_errant)
-    if reviewed is not None:
-        check_reviewed(reviewed, plan)
-    journal = new_journal(loaded, plan, journal_path, detection)
-    with JournalLock(journal.path):
-        execute(loaded, plan, journal, console, yes=yes)
+    # before detection: a run refused before its journal exists is logged and notified too;
+    # one run of the runbook at a time, inside its window (waited for before anything is read)
+    with open_audience(loaded, console, yes=yes, log_json=log_json) as audience, \
+            run_in_window(loaded, console, no_wait=no_wait):
+        detection = MemoryJournal("detect")
+        plan = plan or detected_plan(loaded, journal=detection, discard_errant=discard_errant)
+        if reviewed is not None:
+            check_reviewed(reviewed, plan)
+        journal = new_journal(loaded, plan, journal_path, detection)
+        with JournalLock(journal.path):
+            execute(loaded, plan, journal, console, yes=yes, audience=audience)
     return journal
 
 
@@ -295,24 +322,30 @@ def check_reviewed(path: Path, plan: Plan) -> None:
 
 
 def continue_run(journal_path: Path, runbook: str | None, console: Console, *, yes: bool,
-                 rollback: bool = False, force: bool = False) -> None:
+                 rollback: bool = False, force: bool = False, log_json: Path | None = None) -> None:
     """Resume (or roll back) a journaled run; the lock is taken before the journal is read."""
+    from resync.notify.audience import open_audience
+
     with JournalLock(journal_path):
         loaded, plan, journal = from_journal(journal_path, runbook)
-        outcome = journal.data.outcome
-        if not rollback and outcome in ("done", "rolled back"):
-            raise GateRefused(f"this run is {outcome}: nothing to resume (start a new run with "
-                              "`resync run` if the servers need it again)")
-        if rollback and outcome == "rolled back":
-            raise GateRefused("this run is rolled back already: nothing to undo")
-        if rollback and not force and _took_writes(plan, journal):
-            rb = loaded.model
-            raise GateRefused(
-                f"this run made {rb.primary_after} the primary: it may have taken writes "
-                f"since. Rolling back moves its datadir aside (kept as <old datadir>.rejected on "
-                f"{rb.recipient}) and brings back the old one: those writes would no longer be "
-                "served. Use --force if that is what you want")
-        execute(loaded, plan, journal, console, yes=yes, rollback=rollback)
+        with open_audience(loaded, console, yes=yes, rollback=rollback,
+                           log_json=log_json) as audience:
+            audience.events.run_id = journal.data.run_id  # a refusal below names the run
+            outcome = journal.data.outcome
+            if not rollback and outcome in ("done", "rolled back"):
+                raise GateRefused(f"this run is {outcome}: nothing to resume (start a new run "
+                                  "with `resync run` if the servers need it again)")
+            if rollback and outcome == "rolled back":
+                raise GateRefused("this run is rolled back already: nothing to undo")
+            if rollback and not force and _took_writes(plan, journal):
+                rb = loaded.model
+                raise GateRefused(
+                    f"this run made {rb.primary_after} the primary: it may have taken writes "
+                    f"since. Rolling back moves its datadir aside (kept as <old datadir>.rejected "
+                    f"on {rb.recipient}) and brings back the old one: those writes would no "
+                    "longer be served. Use --force if that is what you want")
+            execute(loaded, plan, journal, console, yes=yes, rollback=rollback,
+                    audience=audience)
 
 
 def _took_writes(plan: Plan, journal: Journal) -> bool:

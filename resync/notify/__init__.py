@@ -1,0 +1,1 @@
+"""Who hears about a run besides the terminal: the `--log-json` file, webhooks, a command."""
