@@ -44,6 +44,14 @@ def _guard(fn: Callable[..., None]) -> Callable[..., None]:
         except KeyboardInterrupt:
             err.print("[bold red]resync:[/bold red] interrupted")
             sys.exit(EXIT_ABORTED)
+        except OSError as exc:  # a file resync writes (a journal, a log): a message, no traceback
+            where = f" {exc.filename}" if exc.filename else ""
+            err.print(f"[bold red]resync:[/bold red] cannot use{escape(where)}: "
+                      f"{escape(exc.strerror or str(exc))}", soft_wrap=True)
+            err.print("a run stops where its journal can no longer be written: the journal on "
+                      "disk holds every step up to its last write (`resync status`, `resync "
+                      "resume JOURNAL` once the cause is fixed)", soft_wrap=True)
+            sys.exit(EXIT_FAILED)
 
     return wrapper
 
@@ -125,16 +133,16 @@ def plan(runbook: str, fmt: str, server_version: str | None, detect: bool, out: 
                    "phases, margin)? exit 3 when it does not")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               help="with --window: json for a change-management tool")
+@click.option("--all", "every", is_flag=True, help="list every check, not only those that fail")
 @_guard
-def check(runbook: str, window: bool, fmt: str) -> None:
-    """Run the preflight checks alone: a table of pass/fail with the reason."""
+def check(runbook: str, window: bool, fmt: str, every: bool) -> None:
+    """Run the preflight checks alone: how many pass, and each that fails with the reason."""
     if window or fmt != "text":
         from resync.cli.window import check_window
 
         check_window(runbook, fmt, window=window)
         return
-    from rich.table import Table
-
+    from resync.cli.ui import preflight_overview
     from resync.model.errors import GateRefused, PreflightFailed
     from resync.model.keys import StepKind
     from resync.run.runner import detected_plan, run_scratch
@@ -146,13 +154,7 @@ def check(runbook: str, window: bool, fmt: str) -> None:
     # PreflightFailed is not the end here: the table below shows every result
     captured, _ = run_scratch(loaded, preflight.key, preflight.plan(), stopped_by=PreflightFailed)
     results = results_of(captured)
-    table = Table(title=f"preflight: {loaded.model.name}")
-    for col in ("check", "result", "detail"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(escape(r.name), "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
-                      escape(r.detail))
-    _console().print(table)
+    preflight_overview(_console(), loaded.model.label, results, every=every)
     if not all(r.ok for r in results):
         raise GateRefused("preflight failed (nothing was changed)")
 
@@ -268,15 +270,17 @@ def status(runbook: str) -> None:
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False),
               help="where its progress is kept (default: resync-journal/verify-<name>/journal.json)")
 @click.option("--restart", is_flag=True, help="start over instead of continuing an unfinished verify")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              help="text: counts and the tables that differ; json: every table's result")
 @_guard
-def verify(runbook: str, journal_path: str | None, restart: bool) -> None:
+def verify(runbook: str, journal_path: str | None, restart: bool, fmt: str) -> None:
     """Checksum every user table on primary and replica in key chunks, both at one binlog
     position at a time, without a long lock; killed, it continues from its saved chunks."""
     import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from resync.cli.ui import checksum_table
+    from resync.cli.ui import MAX_EXCEPTIONS, checksum_overview
     from resync.model.errors import StepFailed
     from resync.run.engine import Engine
     from resync.run.journal import JournalLock
@@ -293,7 +297,8 @@ def verify(runbook: str, journal_path: str | None, restart: bool) -> None:
     doc = verify_document(loaded, step, the_plan.mode,
                           {h: str(v) for h, v in the_plan.facts.versions.items()})
     path = Path(journal_path) if journal_path else default_path(loaded)
-    console = _console()
+    # json: stdout carries the document alone; progress and notes go to stderr
+    console = _console() if fmt == "text" else Console(stderr=True, highlight=False)
     failure: StepFailed | None = None
     with JournalLock(path):
         journal, note = open_journal(path, loaded, step, doc, restart=restart)
@@ -313,14 +318,28 @@ def verify(runbook: str, journal_path: str | None, restart: bool) -> None:
                 failure = exc
     captured = journal.data.captured
     rows = checksum_rows(captured)
-    if rows:
-        console.print(checksum_table(f"{primary} vs {replica}", rows))
     report = json.loads(str(captured.get("verify.report") or "[]"))
-    for item in report:
-        console.print(escape(f"differs: {describe(item)}"), soft_wrap=True)
-    console.print(f"chunks read: {captured.get('verify.chunks_read')} (kept from before: "
-                  f"{captured.get('verify.resumed_chunks')}); longest lock on {primary}: "
-                  f"{captured.get('verify.longest_lock_seconds')}s")
+    if fmt == "json":
+        click.echo(json.dumps({
+            "runbook": {"name": rb.name, "title": rb.title}, "primary": primary,
+            "replica": replica, "journal": str(path), "equal": failure is None,
+            "tables": [{"table": t, "primary": p, "replica": r, "equal": p == r}
+                       for t, p, r in rows],
+            "differences": report,
+            **{k.removeprefix("verify."): captured.get(k) for k in (
+                "verify.chunks_read", "verify.resumed_chunks", "verify.longest_lock_seconds")},
+        }, indent=2))
+    else:
+        if rows:
+            checksum_overview(console, f"{primary} vs {replica}", rows)
+        for item in report[:MAX_EXCEPTIONS]:
+            console.print(escape(f"differs: {describe(item)}"), soft_wrap=True)
+        if len(report) > MAX_EXCEPTIONS:
+            console.print(f"… and {len(report) - MAX_EXCEPTIONS:,} more differing ranges: "
+                          "--format json lists them all")
+        console.print(f"chunks read: {captured.get('verify.chunks_read')} (kept from before: "
+                      f"{captured.get('verify.resumed_chunks')}); longest lock on {primary}: "
+                      f"{captured.get('verify.longest_lock_seconds')}s")
     if failure is not None:
         raise failure
 

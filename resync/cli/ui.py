@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -30,6 +31,7 @@ from resync.run.engine import Decision
 from resync.run.events import EventName, RunEvent
 from resync.run.journal import Journal, StepState
 from resync.steps.base import Step
+from resync.steps.preflight import CheckResult
 from resync.steps.verify import checksum_rows, describe
 from resync.steps.writable import read_only_key
 
@@ -49,26 +51,67 @@ class TerminalUI:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._numbers: dict[str, int] = {}
+        self._steps: list[Step] = []
+        # the steps during which the application cannot write: confirmed together, before the
+        # lock, so that no question waits for a person while writes are blocked
+        self._locked: list[str] = []
+        self._locked_confirmed = False
+        self._estimate: Callable[[], float | None] = lambda: None
 
     def number_steps(self, steps: list[Step]) -> None:
+        self._steps = steps
         self._numbers = {s.key: i for i, s in enumerate(steps, 1)}
+
+    def lock_phase(self, keys: list[str], estimate: Callable[[], float | None]) -> None:
+        """The keys of the locked phase (plan order) and the estimated write-downtime (seconds,
+        from what preflight measured; None when unknown)."""
+        self._locked, self._estimate = keys, estimate
 
     def show(self, step: Step) -> None:
         view = step_view(self._numbers.get(step.key, 0), step)
         self.console.print(step_panel(view, undo=self.undo))
 
     def confirm(self, step: Step) -> Decision:
+        if self.interactive and not self.undo and step.key in self._locked:
+            return self._confirm_locked_phase(step)
         if self.live or self.interactive:  # what is about to run, before the question
             self.show(step)
         if not self.interactive:  # --yes: never a question, never a read of stdin
             return Decision.RUN
+        answer = self._ask(step, "run this step? (y)es / (s)kip / (a)bort", ["y", "s", "a"])
+        return {"y": Decision.RUN, "s": Decision.SKIP, "a": Decision.ABORT}[answer]
+
+    def _confirm_locked_phase(self, step: Step) -> Decision:
+        """The whole locked phase is shown and confirmed once, at its first step (the first one
+        left, on a resume); its other steps then run without a question."""
+        if self._locked_confirmed:
+            self.console.print(Text(f"▶ {self._numbers.get(step.key, 0)}. {step.title}",
+                                    style="bold"))
+            return Decision.RUN
+        left = self._locked[self._locked.index(step.key):]
+        for key in left:
+            self.show(next(s for s in self._steps if s.key == key))
+        seconds = self._estimate()
+        estimate = (f"estimated write-downtime ~{seconds:.1f} s" if seconds is not None
+                    else "write-downtime: no estimate (nothing measured yet)")
+        first, last = self._numbers.get(left[0], 0), self._numbers.get(left[-1], 0)
+        self.console.print(Panel(Text(
+            f"Steps {first}-{last} run together, without a question: from the first the "
+            f"application cannot write until the last is done; {estimate}. Ctrl-C still stops "
+            "the run (the journal keeps the state: resume or roll back).", style="bold"),
+            title="the locked phase", border_style="yellow"))
+        answer = self._ask(step, f"run steps {first}-{last}? (y)es / (a)bort", ["y", "a"])
+        if answer == "a":
+            return Decision.ABORT
+        self._locked_confirmed = True
+        return Decision.RUN
+
+    def _ask(self, step: Step, question: str, choices: list[str]) -> str:
         try:
-            answer = Prompt.ask("run this step? (y)es / (s)kip / (a)bort", console=self.console,
-                                choices=["y", "s", "a"], default="y")
+            return Prompt.ask(question, console=self.console, choices=choices, default="y")
         except EOFError:  # no one to answer (cron, a pipe): stop before the step, not a traceback
             raise Aborted(f"no answer for step '{step.key}': standard input is closed (an "
                           "unattended run needs --yes)") from None
-        return {"y": Decision.RUN, "s": Decision.SKIP, "a": Decision.ABORT}[answer]
 
     # -- the events --------------------------------------------------------------------------------
     def handle(self, event: RunEvent) -> None:
@@ -174,6 +217,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+# a list that grows with the data (tables) shows its exceptions only, and at most this many
+MAX_EXCEPTIONS = 50
+
+
 def checksum_table(title: str, rows: Iterable[Sequence[Any]]) -> Table:
     """(table, primary checksum, replica checksum) rows, with a match column."""
     table = Table(title=title)
@@ -185,13 +232,53 @@ def checksum_table(title: str, rows: Iterable[Sequence[Any]]) -> Table:
     return table
 
 
+def checksum_overview(console: Console, title: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Counts, then only the tables that differ (the full per-table result is in the journal
+    and in `resync verify --format json`): a 10,000-table run stays a few lines."""
+    differ = [row for row in rows if row[1] != row[2]]
+    line = Text(f"{title}: {len(rows) - len(differ):,} of {len(rows):,} tables equal",
+                style="bold green" if not differ else "bold")
+    if differ:
+        line.append(f", {len(differ):,} differ", style="bold red")
+    console.print(line)
+    if differ:
+        console.print(checksum_table("tables that differ", differ[:MAX_EXCEPTIONS]))
+        if len(differ) > MAX_EXCEPTIONS:
+            console.print(f"… and {len(differ) - MAX_EXCEPTIONS:,} more: every table is in the "
+                          "journal (`resync verify --format json` prints them)")
+
+
+def preflight_overview(console: Console, label: str, results: Sequence[CheckResult], *,
+                       every: bool = False) -> None:
+    """Counts, then the checks that fail (`every`: all of them, with their details)."""
+    failed = [r for r in results if not r.ok]
+    line = Text(f"preflight: {label}: {len(results) - len(failed)} of {len(results)} checks pass",
+                style="bold green" if not failed else "bold")
+    if failed:
+        line.append(f", {len(failed)} fail", style="bold red")
+    console.print(line)
+    shown = list(results) if every else failed[:MAX_EXCEPTIONS]
+    if not shown:
+        return
+    table = Table(title="every check" if every else "checks that fail")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for r in shown:
+        table.add_row(Text(r.name), Text("pass", style="green") if r.ok else
+                      Text("FAIL", style="red"), Text(r.detail))
+    console.print(table)
+
+
 def summary(console: Console, journal: Journal) -> None:
     captured = journal.data.captured
     rows = checksum_rows(captured)
     if rows:
-        console.print(checksum_table("verification (key-chunk checksums)", rows))
-    for item in json.loads(str(captured.get("verify.report") or "[]")):
+        checksum_overview(console, "verification (key-chunk checksums)", rows)
+    report = json.loads(str(captured.get("verify.report") or "[]"))
+    for item in report[:MAX_EXCEPTIONS]:
         console.print(Text(f"differs: {describe(item)}", style="bold red"))
+    if len(report) > MAX_EXCEPTIONS:
+        console.print(f"… and {len(report) - MAX_EXCEPTIONS:,} more differing ranges in the journal")
     figures = Table.grid(padding=(0, 2))
     for key in ("copy.bytes", "copy.seconds", "copy.bytes_per_second", "source.file",
                 "source.pos", "source.gtid", "recipient.old_datadir", "estimate.copy_seconds",

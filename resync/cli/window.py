@@ -213,15 +213,10 @@ def _print_answer(console: Console, loaded: LoadedRunbook, results: list[CheckRe
     from rich.markup import escape
     from rich.table import Table
 
+    from resync.cli.ui import preflight_overview
     from resync.window.zones import format_span
 
-    table = Table(title=f"preflight: {loaded.model.name}")
-    for col in ("check", "result", "detail"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(escape(r.name), "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
-                      escape(r.detail))
-    console.print(table)
+    preflight_overview(console, loaded.model.label, results)
     lines = [("window", doc["window"]["describe"])]
     upcoming = doc["next_window"]
     if upcoming is not None:

@@ -99,6 +99,7 @@ OLD_DATADIR = Key("recipient.old_datadir")
 SOURCE = Coordinates.named("source")
 DONOR = Coordinates.named("donor")
 DONOR_BYTES = Key("donor.datadir_bytes")
+PROBE_RATE = Key("probe.bytes_per_second")  # the copy transport, measured by preflight
 COPY_BYTES = Key("copy.bytes")
 COPY_SECONDS = Key("copy.seconds")
 COPY_RATE = Key("copy.bytes_per_second")

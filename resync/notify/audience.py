@@ -21,6 +21,8 @@ from resync.model.runbook import LoadedRunbook
 from resync.notify.build import notifier_for
 from resync.notify.jsonlog import JsonLog
 from resync.plan.build import Plan
+from resync.plan.estimate import Estimate
+from resync.plan.phases import lock_window
 from resync.run.events import (
     EventName,
     Listener,
@@ -29,6 +31,7 @@ from resync.run.events import (
     resume_command,
     rollback_command,
 )
+from resync.run.figures import downtime_estimate
 from resync.run.journal import Journal, StepState
 
 PROGRESS_EVERY = 10.0  # seconds between two progress events (log lines, plain output)
@@ -44,6 +47,9 @@ class Audience:
         about each action. A rollback has no phases (its steps run backwards)."""
         self.ui.number_steps(list(plan.steps))
         rb = plan.loaded.model
+        window = lock_window(plan.steps, rb.donor, rb.primary_after)
+        if window is not None:
+            self.ui.lock_phase(window.keys(plan.steps), lambda: _seconds(downtime_estimate(journal, plan)))
         phases = None if rollback else PhaseClock.of(plan.steps, rb.donor, rb.primary_after)
         begun = any(s.state is not StepState.PENDING for s in journal.data.steps)
         message = "rollback started" if rollback else "resumed" if begun else "run started"
@@ -56,6 +62,10 @@ class Audience:
         self.events.finished(EventName.REFUSED if isinstance(exc, GateRefused)
                              else EventName.FAILURE, str(exc),
                              next_command=resume_command(path), undo_command=rollback_command(path))
+
+
+def _seconds(estimate: Estimate | None) -> float | None:
+    return None if estimate is None else estimate.write_downtime_seconds
 
 
 @contextmanager

@@ -3,7 +3,10 @@ declared) bandwidth, the rest from constants measured here."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from resync.model.keys import DONOR_BYTES, PROBE_RATE
 
 PROBE_BYTES = 128 * 1024 * 1024
 
@@ -23,6 +26,18 @@ REPOINT_SECONDS = {True: 0.15, False: 0.1}  # old primary rebuilt (binlogs reset
 # dirty pages a shutdown may still flush (the pre-flush waits until at most this many remain)
 SHUTDOWN_DIRTY_BYTES = 1000 * 16384
 SHUTDOWN_FLUSH_BYTES_PER_SECOND = 100e6
+
+
+def measured_estimate(captured: Mapping[str, object], rebuild_primary: bool,
+                      bandwidth_mb_per_s: float | None) -> Estimate | None:
+    """The cold copy's estimate from what preflight measured (the donor's datadir size and the
+    probe's rate, or the runbook's declared bandwidth); None before they are known."""
+    size, probe = captured.get(str(DONOR_BYTES)), captured.get(str(PROBE_RATE))
+    if size is None or (not bandwidth_mb_per_s and probe is None):
+        return None
+    return Estimate(int(str(size)), bandwidth_mb_per_s * 1e6 if bandwidth_mb_per_s
+                    else float(str(probe)), "runbook" if bandwidth_mb_per_s else "probe",
+                    rebuild_primary)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ class Engine:
         except Aborted:
             self.journal.finish("aborted")
             raise
+        except KeyboardInterrupt:  # Ctrl-C between two steps (during one: _run_one's own)
+            self.journal.finish("aborted")
+            raise Aborted("aborted by the operator (Ctrl-C) between two steps") from None
         except (StepFailed, GateRefused):
             self.journal.finish("failed")
             raise
@@ -93,8 +96,9 @@ class Engine:
         try:
             self.executor.run(step.plan())
         except KeyboardInterrupt:
-            self.journal.transition(step.key, StepState.FAILED, error="interrupted (Ctrl-C)")
-            raise Aborted(f"interrupted during step '{step.key}'") from None
+            self.journal.transition(step.key, StepState.FAILED,
+                                    error="aborted by the operator (Ctrl-C)")
+            raise Aborted(f"aborted by the operator (Ctrl-C) during step '{step.key}'") from None
         except GateRefused as exc:  # a gate refusing is not a failure: nothing was changed
             self.journal.transition(step.key, StepState.FAILED, error=str(exc))
             self.events.step_finished(step, StepState.FAILED, str(exc))

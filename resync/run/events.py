@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from resync.model.keys import WINDOW_ENDS_AT, StepKind
 from resync.model.secrets import Secret, mask
+from resync.plan.phases import lock_window
 from resync.run.journal import CapturedValue, CommandRecord, Journal, StepState
 from resync.steps.base import Step
 
@@ -178,17 +179,10 @@ class PhaseClock:
 
     @classmethod
     def of(cls, steps: Sequence[Step], donor: str, primary_after: str) -> PhaseClock:
-        lock = next((s for s in steps if s.id.kind is StepKind.READ_LOCK and s.id.subject == donor),
-                    None)
-        if lock is None:  # a hot copy: the donor serves throughout
+        window = lock_window(steps, donor, primary_after)
+        if window is None:  # a hot copy: the donor serves throughout
             return cls()
-        writable = next((s.key for s in steps if s.id.kind is StepKind.MAKE_WRITABLE), None)
-        # a donor that stays the primary and keeps running (ebs: only while its snapshot starts)
-        # takes writes again once the step that releases its lock is done
-        keeps_serving = (primary_after == donor and lock.released_by is not None
-                         and lock.released_by.kind is not StepKind.STOP_SERVICE)
-        closes = str(lock.released_by) if keeps_serving else writable
-        return cls(lock_opens=lock.key, lock_closes=closes)
+        return cls(lock_opens=window.opens, lock_closes=window.closes)
 
     def started(self, step: Step, now: float) -> list[tuple[Phase, str, float | None]]:
         out: list[tuple[Phase, str, float | None]] = []

@@ -28,9 +28,7 @@ from resync.model.errors import (
 from resync.model.keys import (
     CLEANUP_REMOVED,
     DONOR_BYTES,
-    DOWNTIME_MINUS_COPY,
     OLD_DATADIR,
-    WRITE_DOWNTIME,
     Key,
     StepKind,
 )
@@ -39,10 +37,9 @@ from resync.model.secrets import Secret
 from resync.plan.build import Plan, build_plan, journaled_facts
 from resync.plan.document import differences, plan_document
 from resync.run.executor import Executor, ProgressFn
+from resync.run.figures import record_downtime
 from resync.run.journal import Journal, JournalLock, MemoryJournal, StepState
-from resync.steps.copy.ebs.keys import OLD_VOLUME, WRITE_LOCK_SECONDS
-from resync.steps.copy.hot_commands import HOT_METHODS
-from resync.steps.copy.hot_commands import WRITE_LOCK_SECONDS as HOT_WRITE_LOCK_SECONDS
+from resync.steps.copy.ebs.keys import OLD_VOLUME
 
 if TYPE_CHECKING:
     from resync.notify.audience import Audience
@@ -109,9 +106,9 @@ def detected_plan(loaded: LoadedRunbook, timeout: float | None = None, estimate:
 
 
 def measure_estimate(exe: Executor, plan: Plan) -> Any:
-    from resync.model.keys import DONOR_BYTES
+    from resync.model.keys import PROBE_RATE
     from resync.plan.estimate import PROBE_BYTES, Estimate
-    from resync.steps.copy.pipeline import PROBE_RATE, BandwidthProbe
+    from resync.steps.copy.pipeline import BandwidthProbe
     from resync.steps.preflight import Preflight
 
     preflight = plan.step(StepKind.PREFLIGHT)
@@ -201,83 +198,6 @@ def execute(loaded: LoadedRunbook, plan: Plan, journal: Journal, console: Consol
         raise
     finally:
         summary(console, journal)
-
-
-def record_downtime(journal: Journal, plan: Plan) -> None:
-    """Write-downtime: from the read lock on the donor until the new primary takes writes again."""
-    primary = plan.loaded.model.primary_after
-
-    def timing(kind: StepKind, host: str | None = None) -> tuple[float | None, float | None]:
-        step = next((s for s in plan.steps if s.id.kind is kind
-                     and (host is None or s.id.subject == host)), None)
-        if step is None:
-            return None, None
-        record = journal.step(step.key)
-        return record.started_at, record.finished_at
-
-    rb = plan.loaded.model
-    if rb.copy_.method == "ebs" and primary == rb.donor:
-        # the donor took writes again once its snapshot had started: that lock is the downtime
-        held = journal.data.captured.get(str(WRITE_LOCK_SECONDS))
-        if held is not None:
-            journal.capture(str(WRITE_DOWNTIME), held)
-        return
-    if rb.copy_.method in HOT_METHODS and primary == rb.donor:
-        # the donor served throughout: only the backup tool's commit lock stopped its writes
-        held = journal.data.captured.get(str(HOT_WRITE_LOCK_SECONDS))
-        if held is not None:
-            journal.capture(str(WRITE_DOWNTIME), held)
-        return
-    lock_start, _ = timing(StepKind.READ_LOCK)  # hot, seed scenario: the donor's freeze
-    _, end = timing(StepKind.MAKE_WRITABLE, primary)
-    copy_start, copy_end = timing(StepKind.COPY)
-    if lock_start is None or end is None:
-        return
-    downtime = end - lock_start
-    journal.capture(str(WRITE_DOWNTIME), round(downtime, 3))
-    if copy_start is not None and copy_end is not None and copy_start >= lock_start:
-        journal.capture(str(DOWNTIME_MINUS_COPY), round(downtime - (copy_end - copy_start), 3))
-    if rb.copy_.method in ("stream", "ssh"):
-        record_phases(journal, plan, downtime)
-
-
-def record_phases(journal: Journal, plan: Plan, downtime: float) -> None:
-    """The write-downtime phase by phase, estimated (from what preflight measured) and actual
-    (from the steps' wall times), side by side in the journal: `estimate.phase.*` and
-    `figures.phase.*`. The estimate's constants are checked against these."""
-    from resync.plan.estimate import Estimate
-    from resync.steps.copy.pipeline import PROBE_RATE
-
-    rb = plan.loaded.model
-    captured = journal.data.captured
-
-    def seconds(*keys: str) -> float:
-        total = 0.0
-        for key in keys:
-            record = journal.step(key)
-            if record.started_at is not None and record.finished_at is not None:
-                total += record.finished_at - record.started_at
-        return total
-
-    def key(kind: StepKind, host: str) -> str:
-        return next(s.key for s in plan.steps if s.id.kind is kind and s.id.subject == host)
-
-    actual = {"lock": seconds(key(StepKind.READ_LOCK, rb.donor)),
-              "donor_shutdown": seconds(key(StepKind.STOP_SERVICE, rb.donor)),
-              "copy": seconds(next(s.key for s in plan.steps if s.id.kind is StepKind.COPY)),
-              "starts": seconds(key(StepKind.START_SERVICE, rb.recipient),
-                                key(StepKind.START_SERVICE, rb.donor))}
-    actual["repoint"] = max(0.0, downtime - sum(actual.values()))
-    for name, value in actual.items():
-        journal.capture(f"figures.phase.{name}", round(value, 3))
-    rate = rb.copy_.bandwidth_mb_per_s
-    size, probe = captured.get(str(DONOR_BYTES)), captured.get(str(PROBE_RATE))
-    if size is None or (not rate and probe is None):
-        return
-    estimate = Estimate(int(str(size)), rate * 1e6 if rate else float(str(probe)),
-                        "runbook" if rate else "probe", rb.primary_after == rb.recipient)
-    for name, figure in estimate.as_values().items():
-        journal.capture(name, figure)
 
 
 def start_run(loaded: LoadedRunbook, console: Console, *, yes: bool,
@@ -411,6 +331,11 @@ def cleanup(journal_path: Path, runbook: str | None, console: Console, *, yes: b
     with JournalLock(journal_path):
         journal = Journal.load(journal_path)
         loaded = load_runbook(runbook or journal.data.runbook_path)
+        if journal.data.runbook_sha256 != loaded.sha256:  # its hosts and paths decide what goes
+            raise GateRefused(
+                f"the runbook {loaded.path} is not the one this run was started with "
+                f"({journal.data.runbook_path}, sha256 differs): refusing to delete anything "
+                "with different instructions; nothing was deleted")
         rb = loaded.model
         verify = str(verify_step_id(rb.primary_after, rb.replica_after))
         verified = [s for s in journal.data.steps if s.key == verify]

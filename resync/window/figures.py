@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from resync.actions.types import Captured
 from resync.model.errors import ResyncError
-from resync.model.keys import DONOR_BYTES
+from resync.model.keys import DONOR_BYTES, PROBE_RATE
 from resync.model.runbook import Runbook
 from resync.plan.estimate import (
     EBS_VOLUME_SECONDS,
@@ -26,7 +26,6 @@ from resync.plan.estimate import (
 )
 from resync.steps.copy.ebs.checks import ebs_estimate
 from resync.steps.copy.hot_commands import HOT_METHODS
-from resync.steps.copy.pipeline import PROBE_RATE
 from resync.steps.preflight.verdicts import HOT_LOCK_SECONDS, HOT_SWITCH_SECONDS
 from resync.window.fit import Phase, RunFigures
 

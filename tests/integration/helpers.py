@@ -236,10 +236,10 @@ def step_states(journal: dict[str, Any] | None) -> dict[str, str]:
 
 
 def kill_when(tmp_path: Path, proc: subprocess.Popen[bytes], reached: Any,
-              timeout: float = 120, then_wait: float = 0.0) -> dict[str, Any]:
+              timeout: float = 120, then_wait: float = 0.0, sig: int | None = None) -> dict[str, Any]:
     """Watch the journal until reached(journal) is true, then SIGKILL the resync process (only
-    it). Returns the journal as the killed process left it. Fails if the run ended first without
-    reaching that point."""
+    it; `sig=signal.SIGINT`: the operator's Ctrl-C instead). Returns the journal as the process
+    left it. Fails if the run ended first without reaching that point."""
     import contextlib
     import signal
 
@@ -274,8 +274,8 @@ def kill_when(tmp_path: Path, proc: subprocess.Popen[bytes], reached: Any,
     if then_wait:
         time.sleep(then_wait)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+        os.kill(proc.pid, signal.SIGKILL if sig is None else sig)
+    proc.wait(timeout=120)
     left = read_journal(tmp_path)
     assert left is not None
     return left

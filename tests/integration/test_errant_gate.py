@@ -74,7 +74,7 @@ def test_the_seed_scenario_passes_the_preflight(tmp_path: Path, sandbox_pair: An
     _seed_story(tmp_path, pair)
     runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
 
-    proc = resync(tmp_path, "check", str(runbook))
+    proc = resync(tmp_path, "check", str(runbook), "--all")
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FAIL" not in proc.stdout
@@ -93,7 +93,7 @@ def test_a_stopped_recipient_is_judged_by_its_last_binary_log(tmp_path: Path,
     _seed_story(tmp_path, pair)
     pair["db1"].stop()
     runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
-    ok = resync(tmp_path, "check", str(runbook))
+    ok = resync(tmp_path, "check", str(runbook), "--all")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "every transaction of db1 is on db2" in ok.stdout
 
@@ -177,7 +177,7 @@ def test_a_table_outside_the_datadir_is_refused(tmp_path: Path, sandbox_pair: An
     conn.close()
     runbook = write_runbook(tmp_path, pair, donor="db2", recipient="db1")
 
-    proc = resync(tmp_path, "check", str(runbook))
+    proc = resync(tmp_path, "check", str(runbook), "--all")
 
     assert proc.returncode == 3, proc.stdout + proc.stderr
     flat = " ".join(proc.stdout.split())

@@ -227,7 +227,7 @@ def test_check_with_ssh_method_measures_the_link(tmp_path: Path, remote_pair: Sa
                                                  sshd_server: TestSSHD) -> None:
     runbook = write_runbook(tmp_path, remote_pair, donor="db2", recipient="db1",
                             hosts=ssh_hosts(remote_pair, sshd_server), copy=ssh_copy(sshd_server))
-    out = resync(tmp_path, "check", str(runbook), check=True).stdout
+    out = resync(tmp_path, "check", str(runbook), "--all", check=True).stdout
     assert "db2: ssh to db1" in out and "FAIL" not in out
     assert "downtime estimate" in out and "MB/s (probe)" in out
     assert not list(Path(remote_pair["db1"].datadir).parent.glob(".resync-probe.*"))

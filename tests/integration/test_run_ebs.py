@@ -25,9 +25,12 @@ from helpers import (
     connect,
     fail_over_and_damage_db1,
     journal_of,
+    kill_when,
     load_app_data,
     resync,
     sql,
+    start_run,
+    step_states,
     verify_ok,
     wait_rows,
 )
@@ -127,7 +130,7 @@ def test_replica_rebuilt_from_a_snapshot_while_the_primary_keeps_serving(
     assert writer.acked and writer.refused == 0, "the primary took every write through the run"
     # every acknowledged write is on the rebuilt replica (it replicates from the snapshot's point)
     wait_rows(pair, "db2", "SELECT COUNT(*) AS n FROM app.ticks", [{"n": len(writer.acked)}])
-    assert "match" in verify_ok(tmp_path, runbook)
+    assert "tables equal" in verify_ok(tmp_path, runbook)
 
     journal = json.loads(journal_of(tmp_path).read_text())
     captured = journal["captured"]
@@ -175,7 +178,7 @@ def test_seed_scenario_with_ebs_keeps_the_donor_read_only_until_it_replicates(
     sql(pair, "db1", "INSERT INTO app.orders VALUES (7001, 'written on db1 after resync', 2)")
     wait_rows(pair, "db2", "SELECT item FROM app.orders WHERE id = 7001",
               [{"item": "written on db1 after resync"}])
-    assert "match" in verify_ok(tmp_path, runbook)
+    assert "tables equal" in verify_ok(tmp_path, runbook)
     journal = json.loads(journal_of(tmp_path).read_text())
     assert journal["outcome"] == "done"
     # keep_snapshot: the snapshot stays, the temporary volume does not
@@ -191,14 +194,13 @@ def test_rollback_after_the_copy_restores_and_deletes_what_the_run_made(
     load_app_data(pair)
     fail_over_and_damage_db1(pair)
     runbook = ebs_runbook(tmp_path, world, donor="db2", recipient="db1", primary_after="db1")
-    # stop the run at its first question after the copy: answer "abort" there
-    steps = json.loads(resync(tmp_path, "plan", str(runbook), "--format", "json",
-                              check=True).stdout)["steps"]
-    keys = [s["key"] for s in steps]
-    answers = "".join("y\n" for _ in keys[:keys.index("start-service:db1")]) + "a\n"
-    proc = resync(tmp_path, "run", str(runbook), stdin=answers)
-    assert proc.returncode != 0, proc.stdout
+    # the operator's Ctrl-C once the copy is done (inside the locked phase: no question there)
+    proc = start_run(tmp_path, runbook)
+    kill_when(tmp_path, proc, lambda j: any(k.startswith("copy-datadir:") and v == "done"
+                                            for k, v in step_states(j).items()), sig=signal.SIGINT)
+    assert proc.returncode == 130, (tmp_path / "run.err").read_text()[-2000:]
     journal = json.loads(journal_of(tmp_path).read_text())
+    assert journal["outcome"] == "aborted"
     assert journal["captured"].get("ebs.volume_id"), "the volume was made before the abort"
     assert sql(pair, "db2", "SELECT @@read_only AS ro") == [{"ro": 1}], "read-only after the snapshot"
 
@@ -249,7 +251,7 @@ def test_check_shows_the_figures_and_refuses_a_taken_attach_name(tmp_path: Path,
                                                                  ebs_pair: EbsWorld) -> None:
     world = ebs_pair
     good = ebs_runbook(tmp_path, world, donor="db1", recipient="db2", primary_after="db1")
-    out = resync(tmp_path, "check", str(good), check=True).stdout
+    out = resync(tmp_path, "check", str(good), "--all", check=True).stdout
     flat = " ".join(out.split())
     assert f"donor {world.instances['db1']} (the runbook) in us-east-1a" in flat
     assert f"{world.volumes['db1']}: 1 GiB in us-east-1a, ext4" in flat
@@ -324,7 +326,7 @@ def test_swap_makes_the_new_volume_the_data_volume_and_keeps_the_old_one(
     # swap: the new volume stays (it is the data volume); the snapshot goes
     left = tagged(world, journal["run_id"])
     assert left == {"volumes": [world.restore_volume_id], "snapshots": []}
-    assert "match" in verify_ok(tmp_path, runbook)
+    assert "tables equal" in verify_ok(tmp_path, runbook)
 
     # once verified, cleanup deletes the old data volume (and what went aside)
     resync(tmp_path, "cleanup", "--yes", str(journal_of(tmp_path)), check=True)
@@ -368,5 +370,5 @@ def test_the_donor_instance_from_imds_and_the_figures_in_plan_detect(
     assert "(the donor takes writes again once the snapshot has started)" in out
     token_reads = [r for r in stand_in.requests if r[0] == "PUT"]
     assert token_reads, "the instance id was read through IMDSv2 (a token first)"
-    checked = " ".join(resync(tmp_path, "check", str(runbook), check=True).stdout.split())
+    checked = " ".join(resync(tmp_path, "check", str(runbook), "--all", check=True).stdout.split())
     assert f"donor {world.instances['db1']} (IMDSv2 on the host) in us-east-1a" in checked

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from helpers import (
     seed_incident,
     sql,
     start_run,
+    step_states,
     stop_copy_ends,
     verify_ok,
     write_runbook,
@@ -229,7 +231,7 @@ def test_replica_rebuilt_hot_while_the_primary_takes_writes(tmp_path: Path,
     assert sql(pair, "db2", "SELECT COUNT(*) AS n FROM app.orders WHERE id = 8888") == [{"n": 0}]
     assert sql(pair, "db2", "SELECT @@read_only AS ro") == [{"ro": 1}]
     no_backup_account_left(pair, journal)
-    assert "match" in verify_ok(tmp_path, runbook)
+    assert "tables equal" in verify_ok(tmp_path, runbook)
 
 
 def test_seed_scenario_hot_loses_no_acknowledged_write(tmp_path: Path,
@@ -274,7 +276,7 @@ def test_seed_scenario_hot_loses_no_acknowledged_write(tmp_path: Path,
     assert sql(pair, "db2", "SELECT @@read_only AS ro") == [{"ro": 1}]
     assert sql(pair, "db1", "SELECT @@read_only AS ro") == [{"ro": 0}]
     no_backup_account_left(pair, journal)
-    assert "match" in verify_ok(tmp_path, runbook)
+    assert "tables equal" in verify_ok(tmp_path, runbook)
 
 
 def _streaming(journal: dict[str, Any]) -> bool:
@@ -310,7 +312,7 @@ def test_a_run_killed_while_it_streams_resumes(tmp_path: Path, sandbox_pair: San
     assert copy["attempts"] == 2
     every_ack_on_both(pair, writer)
     no_backup_account_left(pair, after)
-    assert "match" in verify_ok(tmp_path, runbook)
+    assert "tables equal" in verify_ok(tmp_path, runbook)
 
 
 def test_seed_scenario_killed_after_the_freeze_takes_it_again(tmp_path: Path,
@@ -333,21 +335,21 @@ def test_seed_scenario_killed_after_the_freeze_takes_it_again(tmp_path: Path,
     assert freeze["attempts"] == 2, "the lost lock was taken again"
     assert [n for n, h, _ in writer.acked if h == "db1"], "the writer moved to the new primary"
     every_ack_on_both(pair, writer)
-    assert "match" in verify_ok(tmp_path, runbook)
+    assert "tables equal" in verify_ok(tmp_path, runbook)
 
 
 def test_rollback_after_the_switch_gives_the_donor_back(tmp_path: Path,
                                                         sandbox_pair: Sandbox) -> None:
-    """Aborted at the first step after the switch, then rolled back: db1's old datadir is back,
-    db2 serves writes again, no backup account is left."""
+    """Interrupted (Ctrl-C) once the switch is done — inside the locked phase, where no
+    question is asked — then rolled back: db1's old datadir is back, db2 serves writes again,
+    no backup account is left."""
     pair = sandbox_pair
     runbook = seed_incident(tmp_path, pair, copy=HOT)
-    plan = json.loads(resync(tmp_path, "plan", str(runbook), "--format", "json",
-                             check=True).stdout)
-    keys = [st["key"] for st in plan["steps"]]
-    answers = "".join("y\n" for _ in keys[:keys.index("reset-binlogs:db1")]) + "a\n"
-    proc = resync(tmp_path, "run", str(runbook), stdin=answers)
-    assert proc.returncode == 130, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = start_run(tmp_path, runbook)
+    left = kill_when(tmp_path, proc, lambda j: step_states(j).get(
+        "stop-replication:db1:caught-up") == "done", sig=signal.SIGINT)
+    assert proc.returncode == 130, (tmp_path / "run.err").read_text()[-2000:]
+    assert left["outcome"] == "aborted", "the operator's abort is in the journal"
     assert sql(pair, "db2", "SELECT @@read_only AS ro") == [{"ro": 1}], "frozen at the switch"
 
     resync(tmp_path, "rollback", "--yes", str(journal_of(tmp_path)), check=True)
@@ -373,7 +375,7 @@ def test_check_refuses_a_backup_tool_that_is_not_installed(tmp_path: Path,
     assert "not installed on db2: xtrabackup, xbstream" in out
     good = write_runbook(tmp_path, pair, donor="db1", recipient="db2", primary_after="db1",
                          copy=HOT)
-    out = " ".join(resync(tmp_path, "check", str(good), check=True).stdout.split())
+    out = " ".join(resync(tmp_path, "check", str(good), "--all", check=True).stdout.split())
     assert "mariabackup 10." in out and "grants RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR" in out
 
 

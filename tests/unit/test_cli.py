@@ -169,3 +169,14 @@ def test_help_and_plan_do_not_import_heavy_modules(args: list[str], tmp_path: Pa
     proc = import_probe(args, ("boto3", "paramiko"), cwd=tmp_path)
     result = proc.stdout.strip().splitlines()[-1]
     assert result == "RESULT 0 False False", (result, proc.stderr)
+
+
+def test_a_file_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    """Regression: an OSError (here: `plan --out` into a directory that does not exist) ended in
+    a Python traceback."""
+    out = tmp_path / "no-such-dir" / "plan.json"
+    result = invoke("plan", str(REPLICA), "--format", "json", "--out", str(out))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    err = " ".join(result.stderr.split())
+    assert "resync: cannot use" in err and "no-such-dir" in err and "No such file" in err, err

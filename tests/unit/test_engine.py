@@ -179,11 +179,11 @@ def test_crash_between_transitions_leaves_a_valid_journal(jpath: Path) -> None:
 def test_ctrl_c_marks_the_step_failed_and_aborts(jpath: Path) -> None:
     world = FakeWorld(replies={"do b": KeyboardInterrupt()})
     steps: list[Step] = [FakeStep(k) for k in ("a", "b", "c")]
-    with pytest.raises(Aborted, match=f"interrupted during step '{key('b')}'"):
+    with pytest.raises(Aborted, match=rf"aborted by the operator \(Ctrl-C\) during step '{key('b')}'"):
         engine(steps, make_journal(jpath, steps), world).run()
     loaded = Journal.load(jpath)
     assert loaded.step(key("b")).state is StepState.FAILED
-    assert loaded.step(key("b")).error == "interrupted (Ctrl-C)"
+    assert loaded.step(key("b")).error == "aborted by the operator (Ctrl-C)"
     assert loaded.step(key("c")).state is StepState.PENDING
     assert loaded.data.outcome == "aborted"
     assert runs(world) == ["a", "b"]
@@ -691,3 +691,19 @@ def test_connection_password_is_masked_in_failed_command_detail(jpath: Path) -> 
     (command,) = Journal.load(jpath).data.commands
     assert command.detail == f"[h] error 1045: denied for password {MASK}"
     assert CONN_PW not in jpath.read_text()
+
+
+def test_ctrl_c_between_steps_is_an_operator_abort_in_the_journal(jpath: Path) -> None:
+    world = FakeWorld()
+    steps: list[Step] = [FakeStep(k) for k in ("a", "b")]
+
+    def confirm(step: Step) -> Decision:
+        if step.key == key("b"):
+            raise KeyboardInterrupt
+        return Decision.RUN
+
+    with pytest.raises(Aborted, match=r"aborted by the operator \(Ctrl-C\) between two steps"):
+        engine(steps, make_journal(jpath, steps), world, confirm=confirm).run()
+    loaded = Journal.load(jpath)
+    assert loaded.data.outcome == "aborted"
+    assert [s.state for s in loaded.data.steps] == [StepState.DONE, StepState.PENDING]

@@ -22,6 +22,7 @@ from resync.model.keys import (
     COPY_RATE,
     COPY_SECONDS,
     DONOR_BYTES,
+    PROBE_RATE,
     Key,
     StepId,
     StepKind,
@@ -49,7 +50,6 @@ POLL_SECONDS = 1.0
 # what each end saw: "tar=<bytes> wire=<bytes> crc32=<hex>" (ssh: "tar=<bytes>")
 SENT_STREAM = Key("copy.sent")
 RECEIVED_STREAM = Key("copy.received")
-PROBE_RATE = Key("probe.bytes_per_second")
 PROBE_TIMEOUT = 120.0  # seconds: a probe slower than ~1 MB/s says enough
 
 

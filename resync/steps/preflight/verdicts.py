@@ -13,9 +13,8 @@ from resync.actions.dialect import ServerVersion
 from resync.actions.types import Captured
 from resync.model.errors import ResyncError
 from resync.model.keys import DONOR_BYTES, preflight_value
-from resync.plan.estimate import Estimate
+from resync.plan.estimate import measured_estimate
 from resync.steps.copy.commands import CopySpec
-from resync.steps.copy.pipeline import PROBE_RATE
 from resync.steps.direction import NotCaptured
 from resync.steps.preflight.layout import layout_of
 
@@ -133,9 +132,10 @@ HOT_LOCK_SECONDS, HOT_SWITCH_SECONDS = 1.0, 3.0
 def downtime_estimate(captured: Captured, declared: float | None, rebuild_primary: bool,
                       hot: bool = False) -> str:
     """From the runbook's bandwidth when it declares one, else the probe's measured rate."""
-    size = int(str(captured.get(str(DONOR_BYTES)) or 0))
-    rate = declared * 1e6 if declared else float(str(captured[str(PROBE_RATE)]))
-    estimate = Estimate(size, rate, "runbook" if declared else "probe", rebuild_primary)
+    estimate = measured_estimate(captured, rebuild_primary, declared)
+    if estimate is None:
+        raise ResyncError("the datadir size or the link's rate was not measured")
+    size, rate = estimate.datadir_bytes, estimate.bandwidth
     if hot:
         return (f"datadir {size / 1e9:.2f} GB at {rate / 1e6:.0f} MB/s: the backup streams for "
                 f"~{estimate.copy_seconds:.0f}s while the donor serves; write-downtime ~"
