@@ -91,6 +91,7 @@ class Link:
     donor_ns: str | None = None
     recipient_ns: str | None = None
     address: str = "127.0.0.1"  # the recipient's
+    donor_address: str = "127.0.0.1"  # the donor's (the relay's receiver lets in only that peer)
     ssh_argv: list[str] = field(default_factory=list)  # the donor's ssh to the recipient
     digest: str = "crc32"  # resync stream's relay checksum
 
@@ -246,6 +247,7 @@ def resync_copy(sandbox: Sandbox, work: Path, link: Link, method: str) -> tuple[
 
     hosts = sandbox.runbook_hosts()
     hosts["recipient"]["address"] = link.address  # where the relay listens (MySQL: mysql.host)
+    hosts["donor"]["address"] = link.donor_address  # the sender's source, the receiver's peer
     copy: dict[str, Any] = {"port": PORT}
     if method == "ssh":
         copy.update(method="ssh", ssh={"target": link.ssh_argv[-1], "options": link.ssh_argv[5:-1]})
@@ -377,7 +379,7 @@ def main() -> None:
         for name in links:
             if rate := LINKS[name]:
                 netns.shape(rate)
-                link = Link(name, netns.a, netns.b, "10.233.0.2",
+                link = Link(name, netns.a, netns.b, "10.233.0.2", "10.233.0.1",
                             ssh_argv(keys, "10.233.0.2", SSHD_PORT), args.digest)
             else:
                 link = Link(name, ssh_argv=ssh_argv(keys, "127.0.0.1", loop_port),

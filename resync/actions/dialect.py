@@ -104,6 +104,27 @@ def _preview_value(value: object) -> str:
 
 
 @dataclass(frozen=True)
+class ReplicationTLS:
+    """How a replica's connection to its source is secured: the runbook's `replication.tls`
+    decided for one source (resync.steps.replication.decide_tls). Paths are on the replica's
+    host; a CA also turns on the check of the source's certificate and host name."""
+
+    enabled: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    # TLS off only (MySQL 8): GET_SOURCE_PUBLIC_KEY=1, the source's RSA key taken unauthenticated
+    rsa_key_exchange: bool = False
+
+    @property
+    def verified(self) -> bool:
+        return self.enabled and self.ca is not None
+
+
+PLAINTEXT = ReplicationTLS()
+
+
+@dataclass(frozen=True)
 class ReplicaStatusFields:
     """Column names in the replica-status result of one version."""
 
@@ -152,7 +173,7 @@ class _Syntax:
     replica_word: str  # START <word>, STOP <word>, RESET <word> ALL, SHOW <word> STATUS
     change_source: str  # the statement that points a replica at its source
     option_prefix: str  # <prefix>_HOST, <prefix>_PORT, ... <prefix>_SSL
-    public_key_option: str | None
+    public_key_option: str | None  # emitted only with TLS off and replication.allow_rsa_key_exchange
     gtid_option: str  # what makes change_source use GTIDs instead of a file position
     binlog_status: str
     reset_binlogs: str
@@ -177,6 +198,11 @@ class _Syntax:
     lock_nowait: str = ""  # LOCK TABLES ... READ<this>: MariaDB 10.3+ fails at once if taken
     # a cap on one SELECT's time: MySQL's optimizer hint; MariaDB 10.3+: SET STATEMENT
     statement_time_prefix: str = "SELECT /*+ MAX_EXECUTION_TIME({ms}) */"
+    # one row, column `tls`: YES when the server accepts TLS connections
+    tls_offered_sql: str = "SELECT @@GLOBAL.have_ssl AS tls"
+    # MariaDB 11.3+ (MDEV-31857): a replica uses TLS and verifies the source's certificate unless
+    # told otherwise, so resync says <prefix>_SSL=0 / _SSL_VERIFY_SERVER_CERT=0 where it means it
+    replica_tls_by_default: bool = False
 
 
 _MYSQL_5_7 = _Syntax(
@@ -201,7 +227,13 @@ _MYSQL_5_7 = _Syntax(
     super_read_only=True,
 )
 _MYSQL_8_0_4 = replace(_MYSQL_5_7, public_key_option="GET_MASTER_PUBLIC_KEY=1")
-_MYSQL_8_0_22 = replace(_MYSQL_8_0_4, replica_word="REPLICA", status_fields=_REPLICA_FIELDS)
+# have_ssl is deprecated from 8.0.26 and gone in 8.4; the main TLS channel's state is in
+# performance_schema from 8.0.21 ('unknown' when performance_schema is off: no row)
+_MYSQL_8_0_21 = replace(_MYSQL_8_0_4, tls_offered_sql=(
+    "SELECT COALESCE((SELECT IF(UPPER(VALUE) = 'YES', 'YES', 'NO') "
+    "FROM performance_schema.tls_channel_status "
+    "WHERE CHANNEL = 'mysql_main' AND PROPERTY = 'Enabled'), 'unknown') AS tls"))
+_MYSQL_8_0_22 = replace(_MYSQL_8_0_21, replica_word="REPLICA", status_fields=_REPLICA_FIELDS)
 _MYSQL_8_0_23 = replace(
     _MYSQL_8_0_22,
     change_source="CHANGE REPLICATION SOURCE TO",
@@ -240,6 +272,7 @@ _MARIADB_10_0 = _Syntax(
 )
 _MARIADB_10_3 = replace(_MARIADB_10_0, lock_nowait=" NOWAIT",
                         statement_time_prefix="SET STATEMENT max_statement_time = {s} FOR SELECT")
+_MARIADB_11_3 = replace(_MARIADB_10_3, replica_tls_by_default=True)
 
 # (flavor, since, syntax), sorted by flavor then since. A server gets the last row of its flavor
 # whose `since` is not after its version; None marks versions resync does not support.
@@ -248,12 +281,14 @@ _ROWS: tuple[tuple[Flavor, tuple[int, int, int], _Syntax | None], ...] = (
     ("mysql", (5, 8, 0), None),  # MySQL 6.x and 7.x never shipped as servers
     ("mysql", (8, 0, 0), _MYSQL_5_7),  # 8.0.0-8.0.3 were milestones without GET_MASTER_PUBLIC_KEY
     ("mysql", (8, 0, 4), _MYSQL_8_0_4),
+    ("mysql", (8, 0, 21), _MYSQL_8_0_21),  # TLS state in performance_schema.tls_channel_status
     ("mysql", (8, 0, 22), _MYSQL_8_0_22),
     ("mysql", (8, 0, 23), _MYSQL_8_0_23),
     ("mysql", (8, 0, 26), _MYSQL_8_0_26),
     ("mysql", (8, 2, 0), _MYSQL_8_2_0),  # 8.4.0 removed the old names; 9.x stays on this row
     ("mariadb", (10, 0, 0), _MARIADB_10_0),  # 10.5 added REPLICA aliases; old names still valid
     ("mariadb", (10, 3, 0), _MARIADB_10_3),  # LOCK TABLES ... NOWAIT, max_statement_time
+    ("mariadb", (11, 3, 0), _MARIADB_11_3),  # replicas use TLS and verify by default
 )
 SUPPORTED_RANGE = "MySQL 5.7, MySQL 8.0 or later, MariaDB 10.0 or later"
 
@@ -375,16 +410,45 @@ class Dialect:
         sql = self.syntax.gtid_enabled_sql
         return None if sql is None else Statement(sql)
 
+    def tls_offered(self) -> Statement:
+        """One row, column `tls`: YES when the server accepts TLS connections (MariaDB and MySQL
+        before 8.0.21: have_ssl, else DISABLED or NO; later MySQL: its main TLS channel)."""
+        return Statement(self.syntax.tls_offered_sql)
+
+    def rsa_key_exchange_option(self, tls: ReplicationTLS) -> str | None:
+        """The option that makes the replica take the source's RSA public key unauthenticated
+        (MySQL 8), when `tls` asks for it and it is emitted: for the plan's warning."""
+        if tls.enabled or not tls.rsa_key_exchange:
+            return None
+        return self.syntax.public_key_option
+
+    def _tls_options(self, tls: ReplicationTLS) -> tuple[list[str], list[object]]:
+        p, by_default = self.syntax.option_prefix, self.syntax.replica_tls_by_default
+        if not tls.enabled:
+            off = [f"{p}_SSL=0", f"{p}_SSL_VERIFY_SERVER_CERT=0"] if by_default else []
+            rsa = self.rsa_key_exchange_option(tls)
+            return off + ([rsa] if rsa else []), []
+        options = [f"{p}_SSL=1"]
+        params: list[object] = []
+        for name, path in (("CA", tls.ca), ("CERT", tls.cert), ("KEY", tls.key)):
+            if path:
+                options.append(f"{p}_SSL_{name}=%s")
+                params.append(path)
+        if tls.ca:  # the certificate, and that it names the host replicated from
+            options.append(f"{p}_SSL_VERIFY_SERVER_CERT=1")
+        elif by_default:  # no CA to verify with: encrypted, unverified (the plan says so)
+            options.append(f"{p}_SSL_VERIFY_SERVER_CERT=0")
+        return options, params
+
     def _change_source(
-        self, params: tuple[object, ...], more: tuple[str, ...], ssl: bool
+        self, params: tuple[object, ...], more: tuple[str, ...], tls: ReplicationTLS
     ) -> Statement:
         p = self.syntax.option_prefix
-        options = [f"{p}_HOST=%s", f"{p}_PORT=%s", f"{p}_USER=%s", f"{p}_PASSWORD=%s", *more]
-        if ssl:
-            options.append(f"{p}_SSL=1")
-        if self.syntax.public_key_option is not None:
-            options.append(self.syntax.public_key_option)
-        return Statement(f"{self.syntax.change_source} {', '.join(options)}", params)
+        tls_options, tls_params = self._tls_options(tls)
+        options = [f"{p}_HOST=%s", f"{p}_PORT=%s", f"{p}_USER=%s", f"{p}_PASSWORD=%s", *more,
+                   *tls_options]
+        return Statement(f"{self.syntax.change_source} {', '.join(options)}",
+                         (*params, *tls_params))
 
     def change_source_file_pos(
         self,
@@ -394,7 +458,7 @@ class Dialect:
         password: object,
         log_file: object,
         log_pos: object,
-        ssl: bool = False,
+        tls: ReplicationTLS = PLAINTEXT,
     ) -> Statement:
         """Point the (stopped, reset) replica at host:port from a binlog file and position.
 
@@ -403,14 +467,15 @@ class Dialect:
         pos = _int_or_placeholder("log_pos", log_pos, minimum=0)
         params = (host, _port(port), user, password, log_file, pos)
         p = self.syntax.option_prefix
-        return self._change_source(params, (f"{p}_LOG_FILE=%s", f"{p}_LOG_POS=%s"), ssl)
+        return self._change_source(params, (f"{p}_LOG_FILE=%s", f"{p}_LOG_POS=%s"), tls)
 
     def change_source_gtid(
-        self, host: object, port: object, user: str, password: object, ssl: bool = False
+        self, host: object, port: object, user: str, password: object,
+        tls: ReplicationTLS = PLAINTEXT,
     ) -> Statement:
         """Point the (stopped, reset, seeded) replica at host:port, positioned by GTID."""
         params = (host, _port(port), user, password)
-        return self._change_source(params, (self.syntax.gtid_option,), ssl)
+        return self._change_source(params, (self.syntax.gtid_option,), tls)
 
     def seed_gtid(self, gtid_set: object) -> tuple[Statement, ...]:
         """Run on the replica, after a physical copy and before `change_source_gtid`.

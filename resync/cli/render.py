@@ -18,6 +18,9 @@ from resync.plan.estimate import Estimate
 
 
 def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
+    from resync.run.connect import describe_control_connections
+    from resync.steps.replication import tls_header
+
     rb = plan.loaded.model
     versions = ", ".join(f"{h}={v.flavor}-{v.major}.{v.minor}"
                          if plan.facts.source != "detected" and v.patch == 0 else f"{h}={v}"
@@ -33,6 +36,8 @@ def header(plan: Plan, plan_sha256: str | None = None) -> list[tuple[str, str]]:
         ("recipient (rebuilt)", f"{rb.recipient} ({rb.hosts[rb.recipient].address})"),
         ("primary afterwards", f"{rb.primary_after}; replica: {rb.replica_after}"),
         ("replication", f"{plan.mode} (runbook: {rb.replication.mode})"),
+        *tls_header(plan.steps),
+        ("control connections", describe_control_connections(plan.loaded, plan.facts.tls)),
         ("server versions", f"{versions} — {source}"),
         *([("stopped servers", ", ".join(sorted(plan.facts.down)) + ": not running (nothing holds "
             "its datadir open); version read from its server binary")] if plan.facts.down else []),

@@ -81,45 +81,20 @@ def _schedule(runbook: str, install: bool, unit_dir: str, env_file: str | None,
     console.print(f"write them with: resync schedule {runbook} --install", soft_wrap=True)
 
 
-def write_atomic(path: Path, text: str, mode: int) -> None:
-    """`text` into `path` through a temporary file in its directory made with `mode` from the
-    start, fsynced, renamed over `path`; then the directory fsynced."""
-    import contextlib
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # the umask may have taken bits away
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def install_files(files: ScheduleFiles, unit_dir: Path, console: Console) -> None:
     import os
 
     from rich.markup import escape
 
     from resync.model.errors import BadInputError
+    from resync.run.journal import atomic_write
 
     if not unit_dir.is_dir():
         raise BadInputError(f"--unit-dir {unit_dir} is not a directory")
     try:
         for suffix, text in (("timer", files.timer), ("service", files.service)):
             path = unit_dir / f"{files.name}.{suffix}"
-            write_atomic(path, text, 0o644)
+            atomic_write(path, text, 0o644)
             console.print(f"wrote {escape(str(path))}")
         env = files.env_file
         if env.exists():
@@ -131,7 +106,7 @@ def install_files(files: ScheduleFiles, unit_dir: Path, console: Console) -> Non
                           (f"; it lacks: {', '.join(missing)}" if missing else ""))
         else:
             env.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(env, files.env_text(), 0o600)
+            atomic_write(env, files.env_text(), 0o600)
             console.print(f"wrote {escape(str(env))} (mode 0600): fill in "
                           f"{', '.join(files.env_names) or 'nothing'}")
     except OSError as exc:

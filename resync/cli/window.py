@@ -60,7 +60,8 @@ def _show_windows(runbook: str, count: int) -> None:
     settings = _settings(loaded)
     now = system_now()
     console = _console()
-    console.print(f"window of {loaded.model.name}: {escape(settings.describe())}", soft_wrap=True)
+    console.print(f"window of {escape(loaded.model.label)}: {escape(settings.describe())}",
+                  soft_wrap=True)
     console.print(f"now {now.astimezone(settings.zone):%a %Y-%m-%d %H:%M %Z} ({now:%H:%M} UTC): "
                   f"{escape(state_at(settings, now).describe())}", soft_wrap=True)
     found = windows(settings, now, count)
@@ -152,7 +153,7 @@ def go_no_go(loaded: LoadedRunbook, plan: Plan, values: dict[str, Any],
     if not horizon.ok:
         reasons.append(f"binary log horizon: {horizon.describe()}")
     return {
-        "runbook": {"name": rb.name, "path": str(loaded.path)},
+        "runbook": {"name": rb.name, "title": rb.title, "path": str(loaded.path)},
         "checked_at": now.isoformat(),
         "window": {"start": settings.start.isoformat() if settings.start else None,
                    "cron": settings.cron, "timezone": settings.timezone,

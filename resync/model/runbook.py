@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BeforeValidator,
     ConfigDict,
     Field,
     WrapValidator,
@@ -38,11 +39,44 @@ class SSHSettings(_Strict):
     sudo: bool = True  # run privileged commands (service, datadir moves) through sudo -n
 
 
+TLSMode = Literal["required", "preferred", "off"]
+
+
+def _yaml_tls_mode(value: Any) -> Any:
+    """YAML reads a bare `off` (and `no`) as false, `on`/`yes` as true."""
+    return {False: "off", True: "required"}.get(value, value) if isinstance(value, bool) else value
+
+
+TLSModeSetting = Annotated[TLSMode, BeforeValidator(_yaml_tls_mode)]
+
+
+def _tls_files_checked(mode: TLSMode, ca: str | None, cert: str | None, key: str | None) -> None:
+    if mode == "off" and (ca or cert or key):
+        raise ValueError("ca, cert and key are for TLS: remove them, or do not set tls off")
+    if bool(cert) != bool(key):
+        raise ValueError("a client certificate needs its key: give both cert and key, or neither")
+    for path in (ca, cert, key):
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"TLS file paths must be absolute: {path}")
+
+
 class TLSSettings(_Strict):
-    ca: str | None = None
+    """The controller's connection to a host's server. A CA makes it verified (and TLS required:
+    a server without TLS cannot be verified); verify_identity also checks the name in it."""
+
+    mode: TLSModeSetting = "preferred"  # required: a plaintext connection is refused
+    ca: str | None = None  # paths on the machine resync runs on
     cert: str | None = None
     key: str | None = None
     verify_identity: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TLSSettings:
+        _tls_files_checked(self.mode, self.ca, self.cert, self.key)
+        if self.verify_identity and not self.ca:
+            raise ValueError("verify_identity checks the name in a certificate the CA verified: "
+                             "give ca")
+        return self
 
 
 class MySQLSettings(_Strict):
@@ -53,7 +87,7 @@ class MySQLSettings(_Strict):
     defaults_file: str | None = None
     socket: str | None = None
     connect_timeout: float = Field(default=10.0, gt=0)
-    tls: TLSSettings | None = None
+    tls: TLSSettings = TLSSettings()
 
 
 class ServiceSettings(_Strict):
@@ -110,7 +144,36 @@ class ReplicationSettings(_Strict):
     password_env: str
     mode: Literal["auto", "gtid", "file_pos"] = "auto"
     healthy_timeout: float = Field(default=120.0, gt=0)  # seconds to wait for threads running, lag 0
-    ssl: bool = False
+    # the replica's connection to its source: required (preflight refuses a source without TLS),
+    # preferred (TLS when the source offers it, as detected), off
+    tls: TLSModeSetting = "preferred"
+    ca: str | None = None  # paths on the replica's host; a CA: the source's certificate verified
+    cert: str | None = None
+    key: str | None = None
+    # TLS not used, MySQL 8: GET_SOURCE_PUBLIC_KEY=1 (the source's RSA key taken unauthenticated)
+    allow_rsa_key_exchange: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ssl_alias(cls, data: Any) -> Any:
+        """`ssl:` (before issue 14) is the deprecated name of `tls:`: true -> required."""
+        if not isinstance(data, dict) or "ssl" not in data:
+            return data
+        if "tls" in data:
+            raise ValueError("replication.ssl is the deprecated name of replication.tls: give "
+                             "only tls (required | preferred | off)")
+        if not isinstance(data["ssl"], bool):
+            raise ValueError("replication.ssl (deprecated: use tls) is true or false")
+        rest = {k: v for k, v in data.items() if k != "ssl"}
+        return {**rest, "tls": "required" if data["ssl"] else "off"}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReplicationSettings:
+        _tls_files_checked(self.tls, self.ca, self.cert, self.key)
+        if self.allow_rsa_key_exchange and self.tls == "required":
+            raise ValueError("allow_rsa_key_exchange applies only when TLS is not used (tls: off "
+                             "or preferred): with tls required it has no effect, remove it")
+        return self
 
 
 class CopySSHSettings(_Strict):
@@ -144,8 +207,21 @@ class CopySettings(_Strict):
     exclude: tuple[str, ...] = ()  # extra patterns, on top of the per-flavor exclusions
     stall_timeout: float = Field(default=60.0, gt=0)  # seconds without progress before the copy fails
     listen_timeout: float = Field(default=30.0, gt=0)  # seconds the receiver waits for the sender
+    # the recipient's own files (paths relative to its datadir) the copy leaves out and puts back
+    # from its old datadir, as it always does with the key files (ca.pem, server-key.pem, ...)
+    keep_on_recipient: tuple[str, ...] = ()
     ebs: EbsSettings = EbsSettings()  # method ebs: snapshot the donor's volume (ROADMAP)
     hot: HotCopySettings = HotCopySettings()  # methods mariabackup, xtrabackup: a hot copy
+
+    @model_validator(mode="after")
+    def _kept_paths_are_relative(self) -> CopySettings:
+        for path in self.keep_on_recipient:
+            if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")) or any(
+                    c in path for c in "*?[]\\\n"):
+                raise ValueError(f"keep_on_recipient: '{path}' is not a file path relative to the "
+                                 "datadir, such as ssl/server-key.pem (no leading /, no '.', '..' "
+                                 "or empty part, no wildcard)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -179,7 +255,7 @@ class Runbook(_Strict):
     version: Literal[1]
     # `title` is for people (every output leads with it); `name` is the slug in file names, unit
     # names and ids: given, or derived from the title
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\r\n]+$")
     name: Identifier
     hosts: dict[Identifier, HostSettings] = Field(min_length=2)
     donor: str

@@ -50,6 +50,8 @@ from resync.steps.replication import (
     ResetBinlogs,
     StopReplication,
     WaitReplicaHealthy,
+    decide_tls,
+    fact_tls,
 )
 from resync.steps.services import PreflushDonor, StartService, StopService, start_read_only
 from resync.steps.verify import VerifyData
@@ -75,6 +77,7 @@ class PlanFacts:
     down: frozenset[str] = frozenset()  # hosts whose server was found stopped (the recipient only)
     # not a fact but the operator's decision, kept with them so that resume rebuilds the same plan
     discard_errant: bool = False
+    tls: Mapping[str, bool] = field(default_factory=dict)  # per host: its server offers TLS
 
     def tools_of(self, host: str) -> frozenset[str]:
         return self.tools.get(host, ASSUMED_TOOLS)
@@ -108,6 +111,8 @@ class Plan:
             values[str(fact_tools(host))] = ",".join(sorted(tools))
         for host in self.facts.down:
             values[str(fact_down(host))] = 1
+        for host, offered in self.facts.tls.items():
+            values[str(fact_tls(host))] = int(offered)
         values[str(DISCARD_ERRANT)] = int(self.facts.discard_errant)
         return values
 
@@ -129,8 +134,9 @@ def journaled_facts(loaded: LoadedRunbook, captured: Mapping[str, object]) -> Pl
     tools = {h: frozenset(str(captured[str(fact_tools(h))]).split(",")) for h in versions
              if str(fact_tools(h)) in captured}
     down = frozenset(h for h in versions if captured.get(str(fact_down(h))))
+    tls = {h: bool(captured[str(fact_tls(h))]) for h in versions if str(fact_tls(h)) in captured}
     return PlanFacts(versions, "detected", gtid, tools, down=down,
-                     discard_errant=bool(captured.get(str(DISCARD_ERRANT))))
+                     discard_errant=bool(captured.get(str(DISCARD_ERRANT))), tls=tls)
 
 
 def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
@@ -149,12 +155,14 @@ def copy_spec(loaded: LoadedRunbook, facts: PlanFacts) -> CopySpec:
     spec = CopySpec(
         donor=rb.donor, recipient=rb.recipient, donor_datadir=d_host.datadir,
         recipient_datadir=r_host.datadir.rstrip("/"), listen_address=r_host.address, port=c.port,
-        owner=r_host.owner, excludes=excludes_for(facts.versions[rb.donor].flavor, c.exclude),
+        owner=r_host.owner,
+        excludes=excludes_for(facts.versions[rb.donor].flavor, c.exclude, c.keep_on_recipient),
         # a hot copy's stream rides the stream method's transport
         method="stream" if c.method == "mariabackup" or c.method == "xtrabackup" else c.method,
         compress=c.compress, compress_level=c.compress_level,
         compress_threads=c.compress_threads, rate_limit_mb_per_s=c.rate_limit_mb_per_s,
-        digest=c.checksum)
+        digest=c.checksum, donor_address=d_host.address, listen_timeout=c.listen_timeout,
+        keep_on_recipient=c.keep_on_recipient)
     if c.method == "ebs":
         return spec
     if c.method == "ssh":
@@ -233,7 +241,8 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
     restart_donor = start_read_only(donor, d_host.db_service, dialects[donor])
     stop_replication: list[Step] = [
         StopReplication(donor, dialects[donor], "donor, replica of the old primary",
-                        user=rb.replication.user, password_env=rb.replication.password_env)
+                        user=rb.replication.user, password_env=rb.replication.password_env,
+                        tls=decide_tls(rb.replication, facts.tls.get(recipient)).tls)
     ] if rebuild_primary else []
     if rb.copy_.method == "ebs":
         steps += ebs_copy_steps(loaded, facts, spec, recheck, restart_donor, stop_replication)
@@ -254,8 +263,9 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
         PointReplica(replica, dialects[replica], source_address=p_host.address,
                      source_port=p_host.mysql.port, user=rb.replication.user,
                      password_env=rb.replication.password_env, mode=mode,
-                     ssl=rb.replication.ssl, start_at=SOURCE, requires=lock_needed,
-                     has_good_data=replica == donor),
+                     tls=decide_tls(rb.replication, facts.tls.get(primary)), start_at=SOURCE,
+                     requires=lock_needed, has_good_data=replica == donor,
+                     source=(primary, dialects[primary])),
         WaitReplicaHealthy(replica, dialects[replica], rb.replication.healthy_timeout),
     ]
     if rebuild_primary:

@@ -40,6 +40,7 @@ def detect_facts(exe: Executor, loaded: LoadedRunbook, *, tools: bool = True) ->
     versions: dict[str, ServerVersion] = {}
     gtid: dict[str, bool] = {}
     down: set[str] = set()
+    tls: dict[str, bool] = {}  # replication.tls preferred: TLS when the source offers it
     exe.begin("detect")
     for host in (rb.donor, rb.recipient):
         version, comment = _key(host, "version"), _key(host, "comment")
@@ -64,13 +65,26 @@ def detect_facts(exe: Executor, loaded: LoadedRunbook, *, tools: bool = True) ->
             exe.run_one(Capture(host, query.sql, columns=(("gtid_mode", _key(host, "gtid_mode")),)),
                         f"{host}.1")
             gtid[host] = str(exe.captured[str(_key(host, "gtid_mode"))]) == "ON"
+        offered = _tls_offered(exe, host, versions[host])
+        if offered is not None:
+            tls[host] = offered
     for host in down:
         gtid[host] = gtid.get(rb.donor, True)  # a config setting, not data: assume the donor's
-    facts = PlanFacts(versions, "detected", gtid, down=frozenset(down))
+    facts = PlanFacts(versions, "detected", gtid, down=frozenset(down), tls=tls)
     if tools:
         facts = replace(facts, tools=detect_tools(exe, loaded))
     exe.begin("-")
     return facts
+
+
+def _tls_offered(exe: Executor, host: str, version: ServerVersion) -> bool | None:
+    """Whether the server accepts TLS connections (None: it cannot tell, e.g. MySQL 8.4 with
+    performance_schema off)."""
+    key = _key(host, "tls")
+    exe.run_one(Capture(host, dialect_for(version).tls_offered().sql, columns=(("tls", key),)),
+                f"{host}.tls")
+    value = str(exe.captured[str(key)]).upper()
+    return None if value == "UNKNOWN" else value == "YES"
 
 
 def detect_tools(exe: Executor, loaded: LoadedRunbook) -> dict[str, frozenset[str]]:

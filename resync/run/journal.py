@@ -4,6 +4,9 @@ Write path: temp file in the same directory -> fsync -> rename over the journal 
 directory. A crash at any point leaves either the previous or the new journal, never a torn one.
 `<journal>.lock`, held with flock(2), stops two processes from driving one journal; the kernel
 releases it when the process dies, so a crashed run never leaves a stale lock behind.
+
+A journal holds no secret, but it does hold the whole topology and every command: it and its lock
+are 0600, in a directory resync makes 0700 (and tightens, if it is resync's own `resync-journal`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from resync.model.errors import JournalError
 
 FORMAT = 2
 CapturedValue = str | int | float | None
+JOURNAL_DIR = "resync-journal"  # the default place of journals, under the working directory
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 
 
 class StepState(StrEnum):
@@ -81,10 +86,30 @@ class JournalData(_Model):
     format: int = FORMAT
 
 
-def atomic_write(path: Path, text: str) -> None:
+def private_dir(path: Path) -> None:
+    """Make `path` (and missing parents) 0700; an existing `resync-journal` directory of ours (or
+    a directory in it) that others can read is tightened. Any other existing directory is the
+    operator's choice and left as it is."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            directory.mkdir(mode=PRIVATE_DIR)
+    ours = [d for d in (path, path.parent) if d.name == JOURNAL_DIR]
+    if path.parent.name == JOURNAL_DIR:  # resync-journal/verify-<name>/ and the like
+        ours.append(path)
+    for directory in ours:
+        st = directory.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            directory.chmod(PRIVATE_DIR)
+
+
+def atomic_write(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
+    """`text` into `path` (mode 0600 by default: plans and journals name every host and command)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        os.fchmod(fd, mode)  # a leftover temp file of the same name kept its old mode
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -111,7 +136,7 @@ class Journal:
                plan_sha256: str = "") -> Journal:
         if path.exists():
             raise JournalError(f"journal {path} already exists: use `resync resume {path}`")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         data = JournalData(run_id=run_id, runbook_path=runbook_path, runbook_sha256=runbook_sha256,
                            created_at=time.time(), plan=plan, plan_sha256=plan_sha256,
                            steps=[StepRecord(key=key, title=title) for key, title in steps])
@@ -202,8 +227,8 @@ class JournalLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

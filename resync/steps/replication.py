@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from resync.actions.conditions import (
@@ -14,9 +16,10 @@ from resync.actions.conditions import (
     RowMatches,
     Same,
 )
-from resync.actions.dialect import Dialect, Statement
+from resync.actions.dialect import PLAINTEXT, Dialect, ReplicationTLS, Statement
 from resync.actions.types import Action, Assert, Capture, Poll, Ref, Sql, When
 from resync.model.keys import Coordinates, Key, PreviousSource, StepId, StepKind
+from resync.model.runbook import ReplicationSettings
 from resync.model.secrets import EnvSecret
 from resync.steps.base import Step
 
@@ -29,16 +32,89 @@ def _sql(host: str, statement: Statement) -> Sql:
     return Sql(host, statement.sql, statement.params)
 
 
+def fact_tls(host: str) -> Key:
+    """Whether host's server offered TLS at detection (1/0; not set: not detected)."""
+    return Key(f"facts.tls.{host}")
+
+
+@dataclass(frozen=True)
+class TLSDecision:
+    """The runbook's replication.tls decided for one source: what the replica is told, and why."""
+
+    tls: ReplicationTLS
+    reason: str
+    required: bool = False
+
+    def describe(self) -> str:
+        t = self.tls
+        if not t.enabled:
+            return f"PLAINTEXT — {self.reason}"
+        client = f"; client certificate {t.cert}" if t.cert else ""
+        check = (f"the source's certificate and host name verified with the CA {t.ca}" if t.ca
+                 else "the source's certificate NOT verified (give replication.ca to verify it)")
+        return f"TLS, {check}{client} — {self.reason}"
+
+
+def decide_tls(settings: ReplicationSettings, offered: bool | None) -> TLSDecision:
+    """`offered`: the source's server offers TLS, as detected (None: not detected, or it was
+    down). With `preferred` and nothing detected, a CA given says the source has certificates."""
+    on = ReplicationTLS(True, settings.ca, settings.cert, settings.key)
+    off = ReplicationTLS(False, rsa_key_exchange=settings.allow_rsa_key_exchange)
+    if settings.tls == "off":
+        return TLSDecision(off, "replication.tls: off")
+    if settings.tls == "required":
+        return TLSDecision(on, "replication.tls: required", required=True)
+    if offered:
+        return TLSDecision(on, "tls: preferred, and the source offers TLS (detected)")
+    if offered is False:
+        return TLSDecision(off, "tls: preferred, but the source offers no TLS (detected)")
+    if settings.ca:
+        return TLSDecision(on, "tls: preferred, not detected: taken as offered since a CA is given")
+    return TLSDecision(off, "tls: preferred, not detected: plaintext assumed (plan --detect asks "
+                            "the source)")
+
+
+def rsa_warning(decision: TLSDecision, dialect: Dialect) -> str | None:
+    """The plan's WARNING where the replication password could reach a man in the middle."""
+    option = dialect.rsa_key_exchange_option(decision.tls)
+    return (f"{option} (replication.allow_rsa_key_exchange): without TLS the replica takes the "
+            "source's RSA public key unauthenticated; a man in the middle can obtain the "
+            "replication password") if option else None
+
+
+def tls_notes(decision: TLSDecision, dialect: Dialect) -> tuple[str, ...]:
+    """The plan's lines on how the replica connects to its source."""
+    warning = rsa_warning(decision, dialect)
+    rsa_possible = dialect.rsa_key_exchange_option(replace(decision.tls, rsa_key_exchange=True))
+    caveat = ("without TLS a caching_sha2_password replication user logs in only while the "
+              "source holds its password in cache (after one TLS login); else the IO thread "
+              "fails to authenticate") if rsa_possible and not warning else None
+    return (f"replication connection: {decision.describe()}",
+            *([f"WARNING: {warning}"] if warning else []), *([caveat] if caveat else []))
+
+
+def tls_header(steps: Sequence[Step]) -> list[tuple[str, str]]:
+    """The plan header's lines on the replication that stays (the last replica pointed)."""
+    points = [s for s in steps if isinstance(s, PointReplica)]
+    if not points:
+        return []
+    last = points[-1]
+    warning = rsa_warning(last.tls, last.dialect)
+    return [("replication TLS", last.tls.describe()), *([("WARNING", warning)] if warning else [])]
+
+
 class StopReplication(Step):
     """STOP and RESET ALL replication on a host, so it cannot apply anything while it is copied.
 
-    Where it replicated from is recorded first, so a rollback can point it back there.
+    Where it replicated from is recorded first, so a rollback can point it back there: over the
+    runbook's replication TLS (`tls`, decided for the recipient, the old primary it replicated
+    from), since its own TLS options are not recorded.
     """
 
     def __init__(self, host: str, dialect: Dialect, role: str, *, user: str,
-                 password_env: str) -> None:
+                 password_env: str, tls: ReplicationTLS = PLAINTEXT) -> None:
         self.host_name, self.dialect = host, dialect
-        self.user, self.password_env = user, password_env
+        self.user, self.password_env, self.tls = user, password_env, tls
         self.id = StepId(StepKind.STOP_REPLICATION, host)
         self.title = f"Stop and reset replication on {host} ({role})"
         self.hosts = (host,)
@@ -61,9 +137,9 @@ class StopReplication(Step):
     def _point_back(self) -> tuple[Action, ...]:
         d, p = self.dialect, self.previous
         password = EnvSecret(self.password_env)
-        by_gtid = d.change_source_gtid(Ref(p.host), Ref(p.port), self.user, password)
+        by_gtid = d.change_source_gtid(Ref(p.host), Ref(p.port), self.user, password, self.tls)
         by_pos = d.change_source_file_pos(Ref(p.host), Ref(p.port), self.user, password,
-                                          Ref(p.file), Ref(p.pos))
+                                          Ref(p.file), Ref(p.pos), self.tls)
         return (When(OneOf(p.using_gtid, NO_GTID), (_sql(self.host_name, by_pos),),
                      (_sql(self.host_name, by_gtid),)),
                 When(All((Equals(p.io_running, "Yes"), Equals(p.sql_running, "Yes"))),
@@ -104,26 +180,41 @@ class ResetBinlogs(Step):
 
 class PointReplica(Step):
     def __init__(self, replica: str, dialect: Dialect, *, source_address: str, source_port: int,
-                 user: str, password_env: str, mode: Mode, ssl: bool,
+                 user: str, password_env: str, mode: Mode, tls: TLSDecision,
                  start_at: Coordinates, requires: tuple[Action, ...] = (),
-                 has_good_data: bool = False) -> None:
+                 has_good_data: bool = False,
+                 source: tuple[str, Dialect] | None = None) -> None:
         self.replica, self.dialect, self.mode = replica, dialect, mode
         self.requires = requires  # checked first (the new primary's lock still holds)
         # the replica is the server that held the good data: nothing may erase its binary logs
         self.has_good_data = has_good_data
         self.source_address, self.source_port = source_address, source_port
-        self.user, self.password_env, self.ssl, self.start_at = user, password_env, ssl, start_at
+        self.user, self.password_env, self.tls, self.start_at = user, password_env, tls, start_at
+        self.source = source  # (host, its dialect): asked whether it offers TLS right before
         self.id = StepId(StepKind.POINT_REPLICA, replica)
         self.title = (f"Point {replica} at {source_address}:{source_port} "
                       f"({'GTID' if mode == 'gtid' else 'file/position'}) and start replication")
         self.hosts = (replica,)
         self.why = ("replication resumes from the coordinates captured as "
                     f"{start_at.file} / {start_at.pos} / {start_at.gtid}")
+        self.notes = tls_notes(tls, dialect)
+
+    def _tls_guard(self) -> tuple[Action, ...]:
+        """The source offers TLS now (it may have been down at preflight): a replica told to use
+        TLS would otherwise fail later (MySQL) or, unverified, fall back to plaintext (MariaDB)."""
+        if not self.tls.tls.enabled or self.source is None:
+            return ()
+        host, dialect = self.source
+        key = Key(f"{self.replica}.source_tls")
+        return (Capture(host, dialect.tls_offered().sql, columns=(("tls", key),)),
+                Assert(Equals(key, "YES"), f"{host} does not offer TLS (have_ssl / its TLS "
+                       f"channel): {self.replica} cannot replicate over TLS from it; start its "
+                       "server with ssl_cert and ssl_key, or set replication.tls", host))
 
     def plan(self) -> tuple[Action, ...]:
         d, host, at = self.dialect, self.replica, self.start_at
         password = EnvSecret(self.password_env)
-        actions: list[Action] = [*self.requires, _sql(host, d.stop_replica()),
+        actions: list[Action] = [*self.requires, *self._tls_guard(), _sql(host, d.stop_replica()),
                                  _sql(host, d.reset_replica_all())]
         if self.mode == "gtid" and self.has_good_data and d.seed_resets_binlogs:
             # MySQL would have to RESET its binary logs to set gtid_purged: instead prove that
@@ -138,10 +229,10 @@ class PointReplica(Step):
             actions += [_sql(host, s) for s in d.seed_gtid(Ref(at.gtid))]
         if self.mode == "gtid":
             change = d.change_source_gtid(self.source_address, self.source_port, self.user,
-                                          password, self.ssl)
+                                          password, self.tls.tls)
         else:
             change = d.change_source_file_pos(self.source_address, self.source_port, self.user,
-                                              password, Ref(at.file), Ref(at.pos), self.ssl)
+                                              password, Ref(at.file), Ref(at.pos), self.tls.tls)
         actions += [_sql(host, change), _sql(host, d.start_replica())]
         return tuple(actions)
 

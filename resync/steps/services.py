@@ -117,8 +117,12 @@ class StartService(Step):
         return start_read_only(self.host_name, self.service, self.dialect)
 
     def undo_plan(self) -> tuple[Action, ...]:
+        # a run killed between writing the drop-in and removing it leaves it behind: the
+        # server started again by the rollback would come up read-only for good
+        dropin = ((Shell.line(self.host_name, f"rm -f {q(self.service.config_dropin)}",
+                              privileged=True),) if self.service.config_dropin else ())
         return (_command(self.host_name, self.service, False),
-                *wait_stopped(self.host_name, self.datadir, self.service.timeout))
+                *wait_stopped(self.host_name, self.datadir, self.service.timeout), *dropin)
 
 
 # a few pages left to flush at shutdown (16 MB of 16 KiB pages): well under a second of writes

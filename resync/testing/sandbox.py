@@ -37,6 +37,7 @@ from typing import Any, Literal, Self
 
 from resync.actions.quoting import sql_literal
 from resync.model.errors import ResyncError
+from resync.testing.tls import server_options as tls_options
 
 SANDBOX_PASSWORD_ENV = "RESYNC_SANDBOX_PASSWORD"
 REPL_PASSWORD_ENV = "RESYNC_SANDBOX_REPL_PASSWORD"
@@ -308,7 +309,9 @@ class Sandbox:
                  base_port: int | None = None, address: str | Sequence[str] = "127.0.0.1",
                  admin_password: str | None = None, repl_password: str | None = None,
                  logs_outside_datadir: bool = False, loop_volumes: bool = False,
-                 volume_mount: Literal["base", "datadir"] = "base") -> None:
+                 volume_mount: Literal["base", "datadir"] = "base", tls: bool = False) -> None:
+        # tls: each server offers TLS with a certificate of a sandbox CA (resync.testing.tls)
+        self.tls = tls
         # logs_outside_datadir: binary and relay logs under <server>/logs, as /var/log/mysql
         self.logs_outside_datadir = logs_outside_datadir
         # loop_volumes: each <server> directory is an ext4 filesystem on a loop device
@@ -554,6 +557,7 @@ class Sandbox:
             f"log-bin={logs}mysql-bin\nrelay-log={logs}relay-bin\n"
             "binlog-format=ROW\nlog-slave-updates=ON\n"
             "skip-name-resolve\ninnodb_buffer_pool_size=64M\ninnodb_log_file_size=32M\n"
+            + (tls_options(self.root, s.name, s.address) if self.tls else "") +
             f"\n[client]\nuser=root\nsocket={s.socket}\n"
             # last: what resync writes here for the starts it makes (read_only, no replica start)
             f"\n!includedir {s.base / 'conf.d'}\n")

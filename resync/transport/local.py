@@ -7,14 +7,39 @@ Errors carry the host, the command, the exit code and the tail of the output.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from resync.model.errors import HostError
 
 TAIL_CHARS = 2000
+# names of variables that hold a password by convention (DB1_PASSWORD, MYSQL_PWD, ...): no
+# command resync starts gets them, unless its text names the variable itself
+PASSWORD_NAME = re.compile(r"(^|_)(PASSWORD|PASSWD|PASSPHRASE)$|^MYSQL_PWD$", re.IGNORECASE)
+
+
+def withheld(names: Collection[str], command: str, hidden: Collection[str] = ()) -> list[str]:
+    """Which of the environment's `names` a command must not see: the `hidden` ones (a runbook's
+    `*_env` secrets) and any password-like name, except those the command names ($NAME, ${NAME})
+    because it needs them."""
+    named = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", command))
+    return sorted(n for n in names
+                  if (n in hidden or PASSWORD_NAME.search(n)) and n not in named)
+
+
+def child_environment(command: str, hidden: Collection[str] = (),
+                      environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a command on this machine runs with: this process's, without the secrets
+    it has no use for (a child's environment is readable in /proc/<pid>/environ, and passed on
+    to everything it starts: a server, a relay, a hook)."""
+    env = dict(os.environ if environ is None else environ)
+    for name in withheld(env, command, hidden):
+        del env[name]
+    return env
 
 
 @dataclass(frozen=True)
@@ -99,10 +124,12 @@ class LocalBackground:
 
 
 class LocalHost:
-    """Commands on this machine, through bash with pipefail."""
+    """Commands on this machine, through bash with pipefail, without the secrets of the
+    environment they do not name (`hidden_env`: the runbook's `*_env` variables)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, hidden_env: Collection[str] = ()) -> None:
         self.name = name
+        self.hidden_env = frozenset(hidden_env)
 
     def run(self, command: str, *, privileged: bool = False, timeout: float | None = None,
             check: bool = True) -> CommandResult:
@@ -111,7 +138,8 @@ class LocalHost:
     def start(self, command: str, *, privileged: bool = False) -> LocalBackground:
         proc = subprocess.Popen(
             _elevate(command, privileged), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env=child_environment(command, self.hidden_env))
         return LocalBackground(self.name, command, proc)
 
     def close(self) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pymysql
 import pymysql.cursors
@@ -19,6 +20,49 @@ _CANT_CONNECT = (CR.CR_CONNECTION_ERROR, CR.CR_CONN_HOST_ERROR, CR.CR_UNKNOWN_HO
                  CR.CR_SERVER_LOST)
 
 
+class TLSRefused(DatabaseError):
+    """TLS is required and the server offers none, or its certificate does not verify: a
+    refusal (exit 3, as a gate: before a run nothing was changed), not a server failure. Inside
+    a step it fails the step like any other DatabaseError."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """How the controller's connection is secured. `preferred`: TLS when the server offers it
+    (unverified); a CA (or a client certificate) makes TLS required, a CA also verified."""
+
+    mode: Literal["required", "preferred", "off"] = "preferred"
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify_identity: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.mode == "required" or bool(self.ca or self.cert)
+
+    def context(self) -> ssl.SSLContext:
+        """The standard library's context for pymysql: with a CA the server's certificate must
+        chain to it (and name the host, verify_identity); without one it is not checked."""
+        ctx = ssl.create_default_context(cafile=self.ca) if self.ca else ssl.SSLContext(
+            ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.check_hostname = bool(self.ca) and self.verify_identity
+        ctx.verify_mode = ssl.CERT_REQUIRED if self.ca else ssl.CERT_NONE
+        if self.cert:
+            ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+    def describe(self) -> str:
+        if self.mode == "off":
+            return "PLAINTEXT (tls mode off)"
+        if self.ca:
+            return "TLS (CA verified" + (", host name checked)" if self.verify_identity else ")")
+        return "TLS (required, unverified)" if self.required else "TLS if offered (unverified)"
+
+
 @dataclass(frozen=True)
 class ConnectionSpec:
     """Where and how to log in: plain values (resync.run.connect builds one from a runbook)."""
@@ -31,7 +75,7 @@ class ConnectionSpec:
     defaults_file: str | None = None
     socket: str | None = None
     connect_timeout: float = 10.0
-    ssl: dict[str, Any] | None = None
+    tls: TLSOptions = TLSOptions()
 
     def describe(self) -> str:
         where = self.socket or f"{self.host}:{self.port}"
@@ -44,6 +88,11 @@ class Session:
     def __init__(self, spec: ConnectionSpec, conn: Any) -> None:
         self.spec = spec
         self._conn = conn
+
+    @property
+    def encrypted(self) -> bool:
+        """The connection runs over TLS (pymysql wraps its socket once the handshake is done)."""
+        return isinstance(getattr(self._conn, "_sock", None), ssl.SSLSocket)
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
         try:
@@ -100,21 +149,51 @@ def connect(spec: ConnectionSpec) -> Session:
         kwargs["password"] = spec.password.reveal()
     if spec.defaults_file:
         kwargs["read_default_file"] = spec.defaults_file
-    if spec.ssl:
-        kwargs["ssl"] = spec.ssl
+    _tls_arguments(spec, kwargs)
     try:
         conn = pymysql.connect(**kwargs)
     except pymysql.MySQLError as exc:
-        code = exc.args[0] if exc.args else None
-        secrets = [spec.password] if spec.password else []
-        detail = mask(str(exc.args[1]) if len(exc.args) > 1 else str(exc), secrets)
-        if code == ER.ACCESS_DENIED_ERROR:
-            hint = "wrong user or password (check the password_env variable / defaults_file)"
-        elif code in _CANT_CONNECT:
-            hint = "server unreachable (is it running, is the address/port right, firewall?)"
-        else:
-            hint = f"error {code}"
-        error = ServerUnreachable if code in _CANT_CONNECT else DatabaseError
-        raise error(f"[{spec.name}] cannot connect as {spec.describe()}: {hint}: "
-                    f"{detail}", code=code if isinstance(code, int) else None) from None
-    return Session(spec, conn)
+        raise _connect_error(spec, exc) from None
+    session = Session(spec, conn)
+    if spec.tls.required and not session.encrypted:  # a pymysql that fell back silently
+        session.close()
+        raise TLSRefused(f"[{spec.name}] the connection as {spec.describe()} is not encrypted, "
+                         "but mysql.tls requires TLS: refused")
+    return session
+
+
+def _tls_arguments(spec: ConnectionSpec, kwargs: dict[str, Any]) -> None:
+    """pymysql's own TLS: a context makes it required; no argument is its preferred mode (TLS
+    when the server offers it); ssl_disabled turns it off."""
+    if spec.tls.mode == "off":
+        kwargs["ssl_disabled"] = True
+    elif spec.tls.required:
+        try:
+            kwargs["ssl"] = spec.tls.context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise TLSRefused(f"[{spec.name}] cannot use the TLS files of mysql.tls: "
+                             f"{exc}") from None
+
+
+def _connect_error(spec: ConnectionSpec, exc: pymysql.MySQLError) -> DatabaseError:
+    code = exc.args[0] if exc.args else None
+    secrets = [spec.password] if spec.password else []
+    detail = mask(str(exc.args[1]) if len(exc.args) > 1 else str(exc), secrets)
+    cause = getattr(exc, "original_exception", None)  # pymysql wraps socket errors in 2003
+    if isinstance(cause, ssl.SSLError):  # the handshake: a certificate that did not verify
+        why = getattr(cause, "verify_message", None) or cause.reason or str(cause)
+        return TLSRefused(f"[{spec.name}] TLS with {spec.describe()} failed: {why} (check "
+                          "mysql.tls.ca; with verify_identity the certificate must also name "
+                          "the address connected to)", code=code if isinstance(code, int) else None)
+    if code == CR.CR_SSL_CONNECTION_ERROR:
+        return TLSRefused(f"[{spec.name}] cannot connect as {spec.describe()}: TLS is required "
+                          f"(mysql.tls) but the server offers none: {detail}", code=code)
+    if code == ER.ACCESS_DENIED_ERROR:
+        hint = "wrong user or password (check the password_env variable / defaults_file)"
+    elif code in _CANT_CONNECT:
+        hint = "server unreachable (is it running, is the address/port right, firewall?)"
+    else:
+        hint = f"error {code}"
+    error = ServerUnreachable if code in _CANT_CONNECT else DatabaseError
+    return error(f"[{spec.name}] cannot connect as {spec.describe()}: {hint}: {detail}",
+                 code=code if isinstance(code, int) else None)

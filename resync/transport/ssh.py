@@ -14,14 +14,14 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, NoReturn
 
 import paramiko
 
 from resync.model.errors import BadInputError, HostError
-from resync.transport.local import TAIL_CHARS, CommandResult, run_via_start
+from resync.transport.local import TAIL_CHARS, CommandResult, run_via_start, withheld
 from resync.transport.ssh_config import ResolvedSSH, SSHTarget, parse_hop, read_ssh_config, resolve_ssh
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,12 @@ class SSHHost:
     """Commands on a remote host over one lazily opened SSH connection."""
 
     def __init__(self, name: str, settings: SSHTarget, address: str, *,
-                 ssh_config_path: Path | None = None, connect: bool = False) -> None:
+                 ssh_config_path: Path | None = None, connect: bool = False,
+                 hidden_env: Collection[str] = ()) -> None:
         self.name, self.settings, self.address = name, settings, address
+        # kept from a ProxyCommand (the one process it starts here); remote commands get no
+        # variable of ours: paramiko sends none
+        self.hidden_env = frozenset(hidden_env)
         self._config_text = read_ssh_config(ssh_config_path)
         self.resolved = resolve_ssh(self._config_text, settings, address)
         self._lock = threading.RLock()
@@ -246,7 +250,7 @@ class SSHHost:
                     if spec is not None:
                         chain += self._connect(hop, sock, depth + 1)
             elif sock is None and r.proxy_command:
-                sock = paramiko.ProxyCommand("/bin/sh -c " + shlex.quote("exec " + r.proxy_command))
+                sock = paramiko.ProxyCommand(self._proxy_command(r.proxy_command))
             elif sock is None:
                 sock = self._socket(r)
             return [*chain, self._handshake(r, sock)]
@@ -254,6 +258,13 @@ class SSHHost:
             for client in reversed(chain):
                 client.close()
             raise
+
+    def _proxy_command(self, command: str) -> str:
+        """The ProxyCommand line, through `env -u` without the secrets it does not name
+        (paramiko runs it with this process's environment)."""
+        drop = withheld(os.environ, command, self.hidden_env)
+        unset = "".join(f"-u {shlex.quote(n)} " for n in drop)
+        return (f"env {unset}" if drop else "") + "/bin/sh -c " + shlex.quote("exec " + command)
 
     def _fail(self, r: ResolvedSSH, message: str) -> HostError:  # `ssh` exits 255 when it cannot connect
         return HostError(self.name, f"ssh {r.target}", SSH_EXIT, message)

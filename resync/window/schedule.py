@@ -147,7 +147,7 @@ def schedule_files(loaded: LoadedRunbook, *, resync: list[str], workdir: Path,
     calendars = "".join(f"OnCalendar={c}\n" for c in on_calendar(settings))
     timer = (
         "[Unit]\n"
-        f"Description=resync {rb.name}: maintenance window {settings.describe()}\n"
+        f"Description=resync {_unit_text(rb.label)}: maintenance window {settings.describe()}\n"
         + one_at_a_time +
         "\n[Timer]\n"
         "# the window's start in its own zone (systemd 235+); a run outside the window or whose\n"
@@ -162,7 +162,7 @@ def schedule_files(loaded: LoadedRunbook, *, resync: list[str], workdir: Path,
     limit = runtime_limit(settings)
     service = (
         "[Unit]\n"
-        f"Description=resync {rb.name}: rebuild {rb.recipient} from {rb.donor} in its "
+        f"Description=resync {_unit_text(rb.label)}: rebuild {rb.recipient} from {rb.donor} in its "
         "maintenance window\n"
         f"Documentation=file://{_unit_word(str(runbook))}\n"
         "Wants=network-online.target\n"
@@ -203,10 +203,15 @@ def crontab_lines(loaded: LoadedRunbook, command: list[str], workdir: Path, env_
     line = (f"cd {shlex.quote(str(workdir))} && set -a && . {shlex.quote(str(env_file))} && "
             f"set +a && mkdir -p {JOURNAL_DIR} && exec {shlex.join(command)} "
             f">> {shlex.quote(str(out))} 2>&1")
-    return (f"# resync {rb.name}: maintenance window {settings.describe()}\n"
+    return (f"# resync {rb.label}: maintenance window {settings.describe()}\n"
             "# cron has no time zone per line: CRON_TZ= sets it for every line after it (cronie:\n"
             "# RHEL, Fedora, Arch; Debian's cron ignores CRON_TZ and uses the system's zone: there,\n"
             "# use the systemd timer). One run at a time: resync's own lock per runbook.\n"
             + once +
             f"CRON_TZ={settings.timezone}\n"
             f"{when} {line.replace('%', chr(92) + '%')}\n")
+
+
+def _unit_text(text: str) -> str:
+    """Free text in a unit file: `%` starts a systemd specifier, so it is doubled."""
+    return text.replace("%", "%%")

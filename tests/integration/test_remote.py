@@ -139,20 +139,26 @@ def test_receiver_port_taken_is_refused(tmp_path: Path, remote_pair: Sandbox,
     assert f"something already listens on port {port}" in proc.stderr
 
 
-def signal_donor_tar(datadir: Path, sig: signal.Signals) -> None:
-    """Signal only the sending `tar` process itself (not the shells around it)."""
-    hits = 0
-    for proc in Path("/proc").iterdir():
-        try:
-            if (proc / "comm").read_text().strip() != "tar":
+def signal_donor_tar(datadir: Path, sig: signal.Signals, timeout: float = 15.0) -> None:
+    """Signal only the sending `tar` process itself (not the shells around it), once it runs:
+    the copy step starts it after its own preparations (leftovers, relay, token)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        senders = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if (proc / "comm").read_text().strip() != "tar":
+                    continue
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
                 continue
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"-c" in argv and str(datadir).encode() in argv:
-            os.kill(int(proc.name), sig)
-            hits += 1
-    assert hits == 1, f"expected one sending tar, found {hits}"
+            if b"-c" in argv and str(datadir).encode() in argv:
+                senders.append(int(proc.name))
+        if senders or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(senders) == 1, f"expected one sending tar, found {len(senders)}"
+    os.kill(senders[0], sig)
 
 
 def test_sender_killed_mid_copy_then_resume_redoes_the_copy(

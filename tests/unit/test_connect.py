@@ -11,6 +11,7 @@ from resync.model.errors import RunbookError
 from resync.model.runbook import LoadedRunbook, SSHSettings, parse_runbook
 from resync.run.connect import connection_spec, make_host, ssh_target
 from resync.transport.local import LocalHost
+from resync.transport.mysql import TLSOptions
 from resync.transport.ssh import SSHHost
 from resync.transport.ssh_config import SSHTarget
 
@@ -31,7 +32,8 @@ def test_connection_spec_takes_the_mysql_settings_and_the_password_from_the_envi
     spec = connection_spec(runbook(tmp_path), "db1")
     assert (spec.name, spec.host, spec.port, spec.user) == ("db1", "db1.example.internal", 3306, "resync")
     assert spec.password is not None and spec.password.reveal() == "s3cret"
-    assert (spec.defaults_file, spec.socket, spec.ssl, spec.connect_timeout) == (None, None, None, 10.0)
+    assert (spec.defaults_file, spec.socket, spec.connect_timeout) == (None, None, 10.0)
+    assert spec.tls == TLSOptions(mode="preferred")  # no tls section: TLS if the server offers it
 
 
 def test_connection_spec_with_mysql_host_socket_and_tls(tmp_path: Path) -> None:
@@ -43,7 +45,7 @@ def test_connection_spec_with_mysql_host_socket_and_tls(tmp_path: Path) -> None:
     assert (spec.host, spec.socket, spec.connect_timeout) == ("192.0.2.11", "/run/mysqld/mysqld.sock", 3)
     assert spec.defaults_file == "/etc/resync/db1.cnf"
     assert spec.password is None  # no password_env: the defaults_file (or none) is used
-    assert spec.ssl == {"ca": "/etc/ssl/ca.pem", "check_hostname": True}
+    assert spec.tls == TLSOptions(ca="/etc/ssl/ca.pem", verify_identity=True)
     assert spec.describe() == "resync@/run/mysqld/mysqld.sock"
 
 

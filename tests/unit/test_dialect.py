@@ -8,8 +8,10 @@ import pytest
 
 from resync.actions.dialect import (
     DEFAULT_VERSION,
+    PLAINTEXT,
     Dialect,
     ReplicaStatusFields,
+    ReplicationTLS,
     ServerVersion,
     Statement,
     dialect_for,
@@ -134,40 +136,55 @@ SOURCE_BASE = (
     "CHANGE REPLICATION SOURCE TO "
     "SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s"
 )
-OLD_CHANGE = (M8021, M8022)  # CHANGE MASTER TO with GET_MASTER_PUBLIC_KEY=1
+OLD_CHANGE = (M8021, M8022)  # CHANGE MASTER TO, GET_MASTER_PUBLIC_KEY available
 NEW_CHANGE = (M8023, M8026, M82, M84, M91)
+MARIADB_OLD = (MD106, MD1011)
+MARIADB_TLS_DEFAULT = (MD114,)  # 11.3+: a replica uses TLS and verifies unless told otherwise
 
+CA, CERT, KEY = "/etc/mysql/tls/ca.pem", "/etc/mysql/tls/replica.pem", "/etc/mysql/tls/replica-key.pem"
+VERIFIED = ReplicationTLS(True, CA, CERT, KEY)
+UNVERIFIED = ReplicationTLS(True)
+RSA = ReplicationTLS(False, rsa_key_exchange=True)
+
+FILE_POS = ", MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s"
+SOURCE_FILE_POS = ", SOURCE_LOG_FILE=%s, SOURCE_LOG_POS=%s"
+MASTER_VERIFIED = (", MASTER_SSL=1, MASTER_SSL_CA=%s, MASTER_SSL_CERT=%s, MASTER_SSL_KEY=%s, "
+                   "MASTER_SSL_VERIFY_SERVER_CERT=1")
+SOURCE_VERIFIED = (", SOURCE_SSL=1, SOURCE_SSL_CA=%s, SOURCE_SSL_CERT=%s, SOURCE_SSL_KEY=%s, "
+                   "SOURCE_SSL_VERIFY_SERVER_CERT=1")
+MASTER_OFF_11_3 = ", MASTER_SSL=0, MASTER_SSL_VERIFY_SERVER_CERT=0"
+
+# plaintext: no TLS option, and no GET_*_PUBLIC_KEY unless allow_rsa_key_exchange asks for it
 FILE_POS_CASES = table(
-    ((M57,), MASTER_BASE + ", MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s"),
-    (OLD_CHANGE, MASTER_BASE + ", MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s, GET_MASTER_PUBLIC_KEY=1"),
-    (NEW_CHANGE, SOURCE_BASE + ", SOURCE_LOG_FILE=%s, SOURCE_LOG_POS=%s, GET_SOURCE_PUBLIC_KEY=1"),
-    (MARIADB, MASTER_BASE + ", MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s"),
+    ((M57, *OLD_CHANGE, *MARIADB_OLD), MASTER_BASE + FILE_POS),
+    (NEW_CHANGE, SOURCE_BASE + SOURCE_FILE_POS),
+    (MARIADB_TLS_DEFAULT, MASTER_BASE + FILE_POS + MASTER_OFF_11_3),
 )
-FILE_POS_SSL_CASES = table(
-    ((M57,), MASTER_BASE + ", MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s, MASTER_SSL=1"),
-    (
-        OLD_CHANGE,
-        MASTER_BASE
-        + ", MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s, MASTER_SSL=1, GET_MASTER_PUBLIC_KEY=1",
-    ),
-    (
-        NEW_CHANGE,
-        SOURCE_BASE
-        + ", SOURCE_LOG_FILE=%s, SOURCE_LOG_POS=%s, SOURCE_SSL=1, GET_SOURCE_PUBLIC_KEY=1",
-    ),
-    (MARIADB, MASTER_BASE + ", MASTER_LOG_FILE=%s, MASTER_LOG_POS=%s, MASTER_SSL=1"),
+FILE_POS_VERIFIED_CASES = table(
+    ((M57, *OLD_CHANGE, *MARIADB_OLD, *MARIADB_TLS_DEFAULT),
+     MASTER_BASE + FILE_POS + MASTER_VERIFIED),
+    (NEW_CHANGE, SOURCE_BASE + SOURCE_FILE_POS + SOURCE_VERIFIED),
 )
 GTID_CASES = table(
-    ((M57,), MASTER_BASE + ", MASTER_AUTO_POSITION=1"),
+    ((M57, *OLD_CHANGE), MASTER_BASE + ", MASTER_AUTO_POSITION=1"),
+    (NEW_CHANGE, SOURCE_BASE + ", SOURCE_AUTO_POSITION=1"),
+    (MARIADB_OLD, MASTER_BASE + ", MASTER_USE_GTID=slave_pos"),
+    (MARIADB_TLS_DEFAULT, MASTER_BASE + ", MASTER_USE_GTID=slave_pos" + MASTER_OFF_11_3),
+)
+GTID_UNVERIFIED_CASES = table(
+    ((M57, *OLD_CHANGE), MASTER_BASE + ", MASTER_AUTO_POSITION=1, MASTER_SSL=1"),
+    (NEW_CHANGE, SOURCE_BASE + ", SOURCE_AUTO_POSITION=1, SOURCE_SSL=1"),
+    (MARIADB_OLD, MASTER_BASE + ", MASTER_USE_GTID=slave_pos, MASTER_SSL=1"),
+    # no CA to verify with: said explicitly where the server would verify by default
+    (MARIADB_TLS_DEFAULT, MASTER_BASE + ", MASTER_USE_GTID=slave_pos, MASTER_SSL=1, "
+                          "MASTER_SSL_VERIFY_SERVER_CERT=0"),
+)
+GTID_RSA_CASES = table(
+    ((M57,), MASTER_BASE + ", MASTER_AUTO_POSITION=1"),  # 5.7 has no such option
     (OLD_CHANGE, MASTER_BASE + ", MASTER_AUTO_POSITION=1, GET_MASTER_PUBLIC_KEY=1"),
     (NEW_CHANGE, SOURCE_BASE + ", SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1"),
-    (MARIADB, MASTER_BASE + ", MASTER_USE_GTID=slave_pos"),
-)
-GTID_SSL_CASES = table(
-    ((M57,), MASTER_BASE + ", MASTER_AUTO_POSITION=1, MASTER_SSL=1"),
-    (OLD_CHANGE, MASTER_BASE + ", MASTER_AUTO_POSITION=1, MASTER_SSL=1, GET_MASTER_PUBLIC_KEY=1"),
-    (NEW_CHANGE, SOURCE_BASE + ", SOURCE_AUTO_POSITION=1, SOURCE_SSL=1, GET_SOURCE_PUBLIC_KEY=1"),
-    (MARIADB, MASTER_BASE + ", MASTER_USE_GTID=slave_pos, MASTER_SSL=1"),
+    (MARIADB_OLD, MASTER_BASE + ", MASTER_USE_GTID=slave_pos"),
+    (MARIADB_TLS_DEFAULT, MASTER_BASE + ", MASTER_USE_GTID=slave_pos" + MASTER_OFF_11_3),
 )
 
 
@@ -179,12 +196,14 @@ def test_change_source_file_pos(version: str, sql: str) -> None:
     assert stmt == Statement(sql, ("db-a.example", 3306, "repl", PASSWORD, "binlog.000042", 1234))
 
 
-@pytest.mark.parametrize(("version", "sql"), FILE_POS_SSL_CASES)
-def test_change_source_file_pos_ssl(version: str, sql: str) -> None:
+@pytest.mark.parametrize(("version", "sql"), FILE_POS_VERIFIED_CASES)
+def test_change_source_file_pos_tls_verified(version: str, sql: str) -> None:
     stmt = dialect(version).change_source_file_pos(
-        "db-a.example", 3307, "repl", PASSWORD, "binlog.000042", 4, ssl=True
+        "db-a.example", 3307, "repl", PASSWORD, "binlog.000042", 4, tls=VERIFIED
     )
-    assert stmt == Statement(sql, ("db-a.example", 3307, "repl", PASSWORD, "binlog.000042", 4))
+    # the paths are parameters too, after the coordinates, in the order of their options
+    assert stmt == Statement(sql, ("db-a.example", 3307, "repl", PASSWORD, "binlog.000042", 4,
+                                   CA, CERT, KEY))
 
 
 @pytest.mark.parametrize(("version", "sql"), GTID_CASES)
@@ -193,18 +212,75 @@ def test_change_source_gtid(version: str, sql: str) -> None:
     assert stmt == Statement(sql, ("db-a.example", 3306, "repl", PASSWORD))
 
 
-@pytest.mark.parametrize(("version", "sql"), GTID_SSL_CASES)
-def test_change_source_gtid_ssl(version: str, sql: str) -> None:
-    stmt = dialect(version).change_source_gtid("db-a.example", 3306, "repl", PASSWORD, ssl=True)
+@pytest.mark.parametrize(("version", "sql"), GTID_UNVERIFIED_CASES)
+def test_change_source_gtid_tls_without_ca(version: str, sql: str) -> None:
+    stmt = dialect(version).change_source_gtid("db-a.example", 3306, "repl", PASSWORD,
+                                               tls=UNVERIFIED)
     assert stmt == Statement(sql, ("db-a.example", 3306, "repl", PASSWORD))
+
+
+@pytest.mark.parametrize(("version", "sql"), GTID_RSA_CASES)
+def test_change_source_gtid_rsa_key_exchange_only_when_asked_and_tls_off(version: str,
+                                                                          sql: str) -> None:
+    d = dialect(version)
+    assert d.change_source_gtid("h", 3306, "u", PASSWORD, tls=RSA).sql == sql.replace(
+        "db-a.example", "h")
+    option = d.rsa_key_exchange_option(RSA)
+    assert (option is not None) == ("PUBLIC_KEY" in sql)
+    assert option is None or sql.endswith(option)
+    # with TLS on, the flag changes nothing: the key comes over the verified channel
+    with_tls = d.change_source_gtid("h", 3306, "u", PASSWORD,
+                                    tls=ReplicationTLS(True, CA, rsa_key_exchange=True))
+    assert "PUBLIC_KEY" not in with_tls.sql and "VERIFY_SERVER_CERT=1" in with_tls.sql
+    assert d.rsa_key_exchange_option(ReplicationTLS(True, rsa_key_exchange=True)) is None
+    assert d.rsa_key_exchange_option(PLAINTEXT) is None
+
+
+@pytest.mark.parametrize("version", ALL)
+def test_verify_server_cert_exactly_when_a_ca_is_given(version: str) -> None:
+    d = dialect(version)
+    for tls, verify in ((VERIFIED, "=1"), (ReplicationTLS(True, CA), "=1"), (UNVERIFIED, "=0"),
+                        (ReplicationTLS(True, cert=CERT, key=KEY), "=0")):
+        sql = d.change_source_gtid("h", 3306, "u", PASSWORD, tls=tls).sql
+        if verify == "=1" or (d.version.flavor == "mariadb" and d.version.number >= (11, 3, 0)):
+            assert f"_SSL_VERIFY_SERVER_CERT{verify}" in sql, (version, tls, sql)
+        else:
+            assert "VERIFY_SERVER_CERT" not in sql, (version, tls, sql)
+
+
+@pytest.mark.parametrize(
+    ("version", "sql"),
+    [("mysql-5.7.44", "SELECT @@GLOBAL.have_ssl AS tls"),
+     ("mysql-8.0.20", "SELECT @@GLOBAL.have_ssl AS tls"),
+     ("mariadb-10.11.19", "SELECT @@GLOBAL.have_ssl AS tls"),
+     ("mariadb-11.4.4", "SELECT @@GLOBAL.have_ssl AS tls")],
+)
+def test_tls_offered_reads_have_ssl(version: str, sql: str) -> None:
+    assert dialect(version).tls_offered() == Statement(sql)
+
+
+@pytest.mark.parametrize("version", ("mysql-8.0.21", M8026, M84, M91))
+def test_tls_offered_reads_the_main_tls_channel_where_have_ssl_is_deprecated_or_gone(
+        version: str) -> None:
+    sql = dialect(version).tls_offered().sql
+    assert "performance_schema.tls_channel_status" in sql and "have_ssl" not in sql
+    assert "CHANNEL = 'mysql_main'" in sql and "PROPERTY = 'Enabled'" in sql
+    assert sql.endswith(" AS tls") and "'unknown'" in sql  # a row even with performance_schema off
+
+
+def test_mariadb_11_3_is_the_first_row_with_replica_tls_by_default() -> None:
+    assert dialect("mariadb-11.2.6").change_source_gtid("h", 1, "u", PASSWORD).sql.endswith(
+        "MASTER_USE_GTID=slave_pos")
+    assert dialect("mariadb-11.3.0").change_source_gtid("h", 1, "u", PASSWORD).sql.endswith(
+        MASTER_OFF_11_3)
 
 
 @pytest.mark.parametrize("version", ALL)
 def test_password_is_a_parameter_never_sql(version: str) -> None:
     d = dialect(version)
     for stmt in (
-        d.change_source_file_pos("h", 3306, "u", PASSWORD, "binlog.000001", 4, ssl=True),
-        d.change_source_gtid("h", 3306, "u", PASSWORD, ssl=True),
+        d.change_source_file_pos("h", 3306, "u", PASSWORD, "binlog.000001", 4, tls=VERIFIED),
+        d.change_source_gtid("h", 3306, "u", PASSWORD, tls=VERIFIED),
     ):
         assert any(p is PASSWORD for p in stmt.params)
         assert PASSWORD.reveal() not in stmt.sql
@@ -300,7 +376,11 @@ def test_ints_are_checked() -> None:
     [
         ("mysql-8.0.0", "change_source_gtid", "MASTER_AUTO_POSITION=1"),
         ("mysql-8.0.3", "change_source_gtid", "MASTER_AUTO_POSITION=1"),
-        ("mysql-8.0.4", "change_source_gtid", "MASTER_AUTO_POSITION=1, GET_MASTER_PUBLIC_KEY=1"),
+        ("mysql-8.0.4", "change_source_gtid_rsa", "MASTER_AUTO_POSITION=1, GET_MASTER_PUBLIC_KEY=1"),
+        ("mysql-8.0.20", "tls_offered", "have_ssl"),
+        ("mysql-8.0.21", "tls_offered", "tls_channel_status"),
+        ("mariadb-11.2.9", "change_source_gtid", "slave_pos"),
+        ("mariadb-11.3.0", "change_source_gtid", "MASTER_SSL=0"),
         ("mysql-8.0.21", "stop_replica", "STOP SLAVE"),
         ("mysql-8.0.22", "stop_replica", "STOP REPLICA"),
         ("mysql-8.0.22", "change_source_gtid", "CHANGE MASTER TO"),
@@ -317,9 +397,10 @@ def test_row_boundaries(version: str, method: str, expected_fragment: str) -> No
     d = dialect(version)
     calls = {
         "change_source_gtid": lambda: d.change_source_gtid("h", 3306, "u", PASSWORD),
+        "change_source_gtid_rsa": lambda: d.change_source_gtid("h", 3306, "u", PASSWORD, tls=RSA),
         "wait_for_file_pos": lambda: d.wait_for_file_pos("binlog.000001", 4, 10),
     }
-    stmt = calls.get(method, getattr(d, method))()
+    stmt = calls[method]() if method in calls else getattr(d, method)()
     assert expected_fragment in stmt.sql
 
 
@@ -334,8 +415,8 @@ def test_mysql_8_4_and_later_use_only_new_names() -> None:
             d.replica_status(),
             d.binlog_status(),
             d.reset_binlogs(),
-            d.change_source_file_pos("h", 3306, "u", PASSWORD, "binlog.000001", 4, ssl=True),
-            d.change_source_gtid("h", 3306, "u", PASSWORD, ssl=True),
+            d.change_source_file_pos("h", 3306, "u", PASSWORD, "binlog.000001", 4, tls=VERIFIED),
+            d.change_source_gtid("h", 3306, "u", PASSWORD, tls=RSA),
             *d.seed_gtid(GTID_SET),
             d.wait_for_file_pos("binlog.000001", 4, 10),
             d.wait_for_gtid(GTID_SET, 10),

@@ -399,6 +399,9 @@ def test_a_mysql_recipients_own_files_are_described() -> None:
 
     assert own_files("", (), "db1") == "no TLS keys or mysqld-auto.cnf in db1's datadir"
     text = own_files("ca.pem\nserver-key.pem\nmysqld-auto.cnf\n", ("./mysqld-auto.cnf",), "db1")
-    assert "db1's TLS keys (ca.pem, server-key.pem) are replaced by the donor's copy" in text
+    assert "db1's ca.pem, server-key.pem are replaced by the donor's copy" in text
+    kept = own_files("ca.pem\nserver-key.pem\n", ("./ca.pem", "./server-key.pem"), "db1")
+    assert "db1's own TLS keys (ca.pem, server-key.pem) are not copied over" in kept
+    assert "put back from its old datadir" in kept
     assert "mysqld-auto.cnf (SET PERSIST settings) is not copied" in text
     assert "replaced by the donor's" in own_files("mysqld-auto.cnf", (), "db1")

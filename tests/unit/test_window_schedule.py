@@ -13,12 +13,11 @@ from click.testing import CliRunner, Result
 
 from resync.cli.commands import main
 from resync.cli.window import go_no_go
-from resync.model.keys import DONOR_BYTES
+from resync.model.keys import DONOR_BYTES, PROBE_RATE
 from resync.model.runbook import LoadedRunbook, parse_runbook
 from resync.model.window import WindowSettings
 from resync.plan.build import assumed_facts, build_plan
 from resync.plan.estimate import Estimate
-from resync.steps.copy.pipeline import PROBE_RATE
 from resync.steps.preflight.checks import CheckResult
 from resync.window.horizon import judge_horizon
 from resync.window.schedule import env_names, on_calendar, runtime_limit, schedule_files
@@ -225,3 +224,14 @@ def test_binlog_horizon_only_where_the_replica_catches_up() -> None:
     ebs_replica = loaded(("{method: stream, port: 7878, compress: none}",
                           "{method: ebs}")).model
     assert judge_horizon(ebs_replica, 60, 3600, 600).reason is not None
+
+
+def test_the_units_describe_the_runbook_by_its_title_with_specifiers_escaped() -> None:
+    titled = loaded(("name: rebuild-db2-from-db1-window",
+                     "title: Nightly rebuild of db2 at 50% load\nname: rebuild-db2-from-db1-window"))
+    files = schedule_files(titled, resync=["/opt/resync/bin/resync"], workdir=Path("/var/lib/r"),
+                           env_file=Path("/etc/resync/db2.env"))
+    assert files.name == "resync-rebuild-db2-from-db1-window", "file names keep the slug"
+    for unit in (files.timer, files.service):
+        assert "Description=resync Nightly rebuild of db2 at 50%% load (rebuild-db2-from-db1-" \
+               "window)" in unit

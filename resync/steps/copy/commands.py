@@ -1,11 +1,16 @@
 """The shell pipelines of a physical copy, as data: which tools, which flags, on which end.
 
 stream: the recipient's relay listens, the donor's `tar c` feeds its relay, which connects to it
-        (`relay.py`: one process per end moves, counts and checksums the bytes in one pass).
+        (`relay.py`: one process per end moves, counts and checksums the bytes in one pass; the
+        receiver lets in only the donor's address presenting the run's one-time token).
 ssh:    the donor runs `tar c | ssh recipient 'tar x'` with the OpenSSH client (encrypted).
 tar reports its byte totals on both ends, and with the stream method each relay its count and
 CRC-32 of what crossed the wire, so that the two ends can be compared before the recipient is
 started. SSH's AEAD cipher already authenticates every byte: there the totals are compared.
+
+Whatever the method, the recipient keeps its own keys: the donor's TLS and RSA key files (and
+the runbook's `copy.keep_on_recipient`) are not copied, and the recipient's own are put back from
+its old datadir after the copy (`restore_kept`), owner and mode as they were.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from resync.steps.copy import relay
 Method = Literal["stream", "ssh", "ebs"]
 Compress = Literal["none", "zstd", "lz4"]
 
+# MySQL's auto-generated key material (auto_generate_certs, sha256/caching_sha2 RSA keys): the
+# recipient keeps its own of these names (MariaDB makes none; a site may put its own there)
+KEY_FILES = ("ca.pem", "ca-key.pem", "server-cert.pem", "server-key.pem", "client-cert.pem",
+             "client-key.pem", "private_key.pem", "public_key.pem")
+KEEP_REASON = "the runbook's copy.keep_on_recipient: the recipient keeps its own"
+
 # Never copied, group by group with the reason a plan shows (the order is the tar command's).
 EXCLUDE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("the donor's binary and relay logs and replication state: the recipient starts its own",
@@ -32,6 +43,9 @@ EXCLUDE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "./relay-log-*.info")),
     ("run-time files of the donor's server process, recreated at start",
      ("./*.pid", "./*.sock", "./*.sock.lock", "./ibtmp1")),
+    ("the donor's TLS and RSA keys and certificates (MySQL makes them in the datadir): two "
+     "servers never share private keys; the recipient keeps its own",
+     tuple(f"./{name}" for name in KEY_FILES)),
 )
 COMMON_EXCLUDES = tuple(p for _, patterns in EXCLUDE_GROUPS for p in patterns)
 FLAVOR_EXCLUDE_GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -46,11 +60,13 @@ FLAVOR_EXCLUDES = {flavor: tuple(p for _, patterns in groups for p in patterns)
                    for flavor, groups in FLAVOR_EXCLUDE_GROUPS.items()}
 
 
-def exclusion_notes(excludes: tuple[str, ...]) -> tuple[str, ...]:
-    """The copy's exclusions as a reviewer reads them: one line per reason."""
+def exclusion_notes(excludes: tuple[str, ...], kept: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The copy's exclusions as a reviewer reads them: one line per reason (`kept`: the runbook's
+    copy.keep_on_recipient)."""
     reasons: dict[str, list[str]] = {}
     known = {p: why for groups in (EXCLUDE_GROUPS, *FLAVOR_EXCLUDE_GROUPS.values())
              for why, patterns in groups for p in patterns}
+    known |= {f"./{path}": KEEP_REASON for path in kept if f"./{path}" not in known}
     for pattern in excludes:
         reasons.setdefault(known.get(pattern, "the runbook's copy.exclude"), []).append(pattern)
     return tuple(f"not copied: {' '.join(p.removeprefix('./') for p in patterns)} — {why}"
@@ -69,8 +85,10 @@ TAR_WRITTEN = re.compile(r"Total bytes written: (\d+)")
 TAR_READ = re.compile(r"Total bytes read: (\d+)")
 
 
-def excludes_for(flavor: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return COMMON_EXCLUDES + FLAVOR_EXCLUDES.get(flavor, ()) + extra
+def excludes_for(flavor: str, extra: tuple[str, ...] = (),
+                 keep_on_recipient: tuple[str, ...] = ()) -> tuple[str, ...]:
+    kept = tuple(f"./{path}" for path in keep_on_recipient if f"./{path}" not in COMMON_EXCLUDES)
+    return COMMON_EXCLUDES + FLAVOR_EXCLUDES.get(flavor, ()) + extra + kept
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,14 @@ class CopySpec:
     ssh_cipher: str | None = "aes128-gcm@openssh.com"
     ssh_sudo: bool = False
     rate_limit_mb_per_s: float | None = None  # pv -L on the donor: leave bandwidth for others
+    donor_address: str = ""  # the only peer the receiving relay lets in (stream; "": any)
+    listen_timeout: float = 30.0  # seconds the receiving relay waits for the donor's
+    keep_on_recipient: tuple[str, ...] = ()  # the runbook's: paths relative to the datadir
+
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """The recipient's own files that stay: the key files, the runbook's list."""
+        return tuple(dict.fromkeys((*KEY_FILES, *self.keep_on_recipient)))
 
     def label(self) -> str:
         how = ("tar | relay -> relay | tar" if self.method == "stream"
@@ -106,7 +132,9 @@ class CopySpec:
 
     def summary(self) -> str:
         """The copy in plain words: what moves from where to where, how, how it is checked."""
-        how = {"stream": f"over a TCP stream (port {self.port}, the relay on both ends, plaintext)",
+        peer = f"{self.donor} ({self.donor_address})" if self.donor_address else self.donor
+        how = {"stream": f"over a TCP stream (port {self.port}, the relay on both ends, plaintext; "
+                         f"only {peer} with the run's one-time token may feed it)",
                "ssh": f"over ssh ({self.ssh_cipher or 'default cipher'})",
                "ebs": "from a volume made of the donor's snapshot"}[self.method]
         extra = (f", {self.compress}-compressed" if self.compress != "none" else "") + \
@@ -151,12 +179,11 @@ def clear_partial(spec: CopySpec) -> Shell:
                       f"; find {d} -mindepth 1 -delete", privileged=True)
 
 
-def _unpack(spec: CopySpec, source: str | None) -> str:
-    """The recipient's half: `source |` (none: its stdin) into tar x, then the owner."""
+def _unpack(spec: CopySpec) -> str:
+    """The recipient's half: its stdin into tar x, then the owner."""
     d = q(spec.recipient_datadir)
-    head = f"{source} | " if source else ""
-    return (f"set -euo pipefail; {head}{_decompress(spec)}tar -x -f - --totals --no-same-owner "
-            f"-C {d}; chown -R {q(spec.owner)} {d}")
+    return (f"{_decompress(spec)}tar -x -f - --totals --no-same-owner -C {d}; "
+            f"chown -R {q(spec.owner)} {d}")
 
 
 def _pack(spec: CopySpec) -> str:
@@ -167,14 +194,25 @@ def _pack(spec: CopySpec) -> str:
             f"{_compress(spec)}")
 
 
-def _relay(spec: CopySpec, role: str) -> str:
-    return relay.relay(role, spec.listen_address, spec.port, spec.digest)
+def relay_receiver(spec: CopySpec, token: Key = relay.TOKEN_SHA256) -> tuple[str | Ref, ...]:
+    """The recipient's relay: it lets in only the donor, with the token `token` verifies."""
+    return relay.receive(spec.listen_address, spec.port, spec.digest, peer=spec.donor_address,
+                         timeout=spec.listen_timeout, token=token)
 
 
-def relay_installs(spec: CopySpec) -> tuple[Shell, ...]:
-    """The relay written on both hosts (stream), the recipient's first: it starts first."""
-    return (relay.install(spec.recipient), relay.install(spec.donor)) if spec.method == "stream" \
-        else ()
+def relay_sender(spec: CopySpec, token: Key = relay.TOKEN_SHA256) -> tuple[str | Ref, ...]:
+    return relay.send(spec.listen_address, spec.port, spec.digest, source=spec.donor_address,
+                      token=token)
+
+
+def relay_prelude(spec: CopySpec, token: Key = relay.TOKEN_SHA256) -> tuple[Shell, ...]:
+    """The relay written on both hosts (stream), the recipient's first: it starts first; then a
+    new one-time token on the donor (one per attempt: a sender uses its token up), its sha256
+    captured into `token`."""
+    if spec.method != "stream":
+        return ()
+    return (relay.install(spec.recipient), relay.install(spec.donor),
+            relay.new_token(spec.donor, token))
 
 
 # The two ends carry this tag (a no-op `:` command) so that a resumed run can find and stop
@@ -202,7 +240,8 @@ def stop_leftovers(host: str) -> Shell:
 def receiver(spec: CopySpec) -> Shell | None:
     if spec.method == "ssh":
         return None  # the donor's ssh client runs the receiving half
-    return tagged(spec.recipient, _unpack(spec, _relay(spec, "receive")))
+    return tagged(spec.recipient, "set -euo pipefail; ", *relay_receiver(spec),
+                  f" | {_unpack(spec)}")
 
 
 def _ssh_to_recipient(spec: CopySpec, remote_script: str) -> str:
@@ -215,9 +254,9 @@ def _ssh_to_recipient(spec: CopySpec, remote_script: str) -> str:
 
 
 def sender(spec: CopySpec) -> Shell:
-    sink = (_relay(spec, "send") if spec.method == "stream"
-            else _ssh_to_recipient(spec, _unpack(spec, None)))
-    return tagged(spec.donor, f"set -euo pipefail; {_pack(spec)}{sink}")
+    sink = (relay_sender(spec) if spec.method == "stream"
+            else (_ssh_to_recipient(spec, f"set -euo pipefail; {_unpack(spec)}"),))
+    return tagged(spec.donor, f"set -euo pipefail; {_pack(spec)}", *sink)
 
 
 def ssh_reachability(spec: CopySpec, into: Key) -> Shell:
@@ -235,16 +274,53 @@ def bandwidth_probe(spec: CopySpec, nbytes: int) -> tuple[Shell | None, Shell]:
     filesystem) and deleted. It leaves out the donor's disk reads and tar: an upper bound."""
     scratch = f"{q(parent_dir(spec.recipient_datadir))}/.resync-probe.$$"
 
-    def sink(source: str) -> str:
-        # the scratch file goes whatever happens (no set -e before the rm)
-        return f"set -uo pipefail; {source} > {scratch}; rc=$?; rm -f {scratch}; exit $rc"
-
+    # the scratch file goes whatever happens (no set -e before the rm)
+    into_scratch = f" > {scratch}; rc=$?; rm -f {scratch}; exit $rc"
     zeros = f"set -euo pipefail; head -c {nbytes} /dev/zero | "
     if spec.method == "ssh":
-        return None, Shell.line(spec.donor, zeros + _ssh_to_recipient(spec, sink("cat")))
-    return (Shell.line(spec.recipient, sink(_relay(spec, "receive")), privileged=True),
-            Shell.line(spec.donor, zeros + _relay(spec, "send")))
+        return None, Shell.line(spec.donor, zeros + _ssh_to_recipient(
+            spec, f"set -uo pipefail; cat{into_scratch}"))
+    token = relay.PROBE_TOKEN_SHA256  # its own: the copy's is captured later in the run
+    return (Shell.line(spec.recipient, "set -uo pipefail; ", *relay_receiver(spec, token),
+                       into_scratch, privileged=True),
+            Shell.line(spec.donor, zeros, *relay_sender(spec, token)))
 
 
 def parent_dir(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[0] or "/"
+
+
+# -- the recipient's own files stay (copy.keep_on_recipient and the key files) --------------------
+
+KEPT = Key("copy.kept_on_recipient")  # which of them it had, put back
+
+
+def copy_kept(spec: CopySpec, source: tuple[str | Ref, ...],
+              target: tuple[str | Ref, ...]) -> tuple[str | Ref, ...]:
+    """A script: each of `spec.kept` found in `source` copied into `target` as it is (cp -a:
+    owner, mode, times; its directories too) and its name printed; a missing `source` copies
+    nothing. Each name is one quoted word."""
+    names = " ".join(q(n) for n in spec.kept)
+    return ("set -euo pipefail; s=", *source, "; t=", *target, "; [ -d \"$s\" ] || { echo \"no "
+            "$s: nothing to keep\" >&2; exit 0; }; cd -- \"$s\"; for f in ", names, "; do if "
+            "[ -e \"$f\" ] || [ -L \"$f\" ]; then cp -a --parents -- \"$f\" \"$t\"/; printf "
+            "'%s ' \"$f\"; fi; done")
+
+
+def restore_kept(spec: CopySpec, source: tuple[str | Ref, ...] = (Ref(OLD_DATADIR),)) -> Shell:
+    """After the copy, before the recipient starts: its own key files (and the runbook's
+    keep_on_recipient) back from its old datadir; a name it had none of stays absent (MySQL makes
+    new keys at start). The donor's were not copied. Safe to repeat."""
+    return Shell.line(spec.recipient, *copy_kept(spec, source, (q(spec.recipient_datadir),)),
+                      privileged=True, into=KEPT)
+
+
+def kept_note(spec: CopySpec, whence: str = "its old datadir") -> str:
+    return (f"kept on {spec.recipient}: its own {' '.join(spec.kept)} — put back from {whence} "
+            "after the copy, owner and mode as they were; a name it has no file of stays absent "
+            "(MySQL makes new keys at start)")
+
+
+def copy_notes(spec: CopySpec, whence: str = "its old datadir") -> tuple[str, ...]:
+    """What the plan says the copy leaves out, and what stays on the recipient."""
+    return (*exclusion_notes(spec.excludes, spec.keep_on_recipient), kept_note(spec, whence))

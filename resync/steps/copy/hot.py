@@ -69,7 +69,13 @@ from resync.model.keys import (
 from resync.model.runbook import HotCopySettings, LoadedRunbook
 from resync.run.executor import CompositeRun
 from resync.steps.base import Step
-from resync.steps.copy.commands import CopySpec, clear_partial, stop_leftovers
+from resync.steps.copy.commands import (
+    CopySpec,
+    clear_partial,
+    copy_notes,
+    restore_kept,
+    stop_leftovers,
+)
 from resync.steps.copy.hot_commands import (
     ACCOUNT_HASH,
     BACKUP,
@@ -108,7 +114,7 @@ from resync.steps.copy.hot_commands import (
 from resync.steps.copy.pipeline import RECEIVED_STREAM, SENT_STREAM, StreamEnds, run_ends
 from resync.steps.datadir import MoveDatadirAside
 from resync.steps.locking import capture_coordinates, lock_session, read_lock
-from resync.steps.replication import PointReplica, WaitReplicaHealthy
+from resync.steps.replication import PointReplica, TLSDecision, WaitReplicaHealthy, decide_tls
 from resync.steps.services import StartService, StopService, answers_probe, require_stopped
 
 if TYPE_CHECKING:
@@ -202,8 +208,9 @@ class HotCopy(Step):
         self.hosts = (spec.donor, spec.recipient)
         self.summary = (f"{tool.name}: {spec.donor}:{spec.donor_datadir} (serving) → "
                         f"{spec.recipient}:{spec.recipient_datadir} through the relay (port "
-                        f"{spec.port}, plaintext), prepared on {spec.recipient}; {spec.checked()} "
-                        "on both ends")
+                        f"{spec.port}, plaintext, only {spec.donor} with the run's token), "
+                        f"prepared on {spec.recipient}; {spec.checked()} on both ends")
+        self.notes = copy_notes(spec)
         self.why = (f"{tool.name} takes {dialect.backup_lock().sql} only while it reads the "
                     f"binary log position (timed: {WRITE_LOCK_SECONDS}); the tool logs in with a "
                     f"one-time account '{BACKUP_USER}'@'{BACKUP_HOST}' whose password never leaves "
@@ -223,6 +230,7 @@ class HotCopy(Step):
                 self.stream,
                 prepare(s, self.tool, self.settings.prepare_memory_mb),
                 finish_datadir(s),
+                restore_kept(s),
                 read_binlog_info(s, self.tool, BINLOG_INFO),
                 ParseBinlogInfo(host=s.recipient, source=BINLOG_INFO, at=at),
                 # the donor still has that coordinate, at an event boundary: replication can start
@@ -259,10 +267,12 @@ class CatchUp(PointReplica):
     """The seed's scenario: the recipient replicates from the donor from the backup's point."""
 
     def __init__(self, recipient: str, dialect: Dialect, donor: str, *, address: str, port: int,
-                 user: str, password_env: str, gtid: bool, ssl: bool) -> None:
+                 user: str, password_env: str, gtid: bool, tls: TLSDecision,
+                 donor_dialect: Dialect | None = None) -> None:
         super().__init__(recipient, dialect, source_address=address, source_port=port, user=user,
-                         password_env=password_env, mode="gtid" if gtid else "file_pos", ssl=ssl,
-                         start_at=BACKUP)
+                         password_env=password_env, mode="gtid" if gtid else "file_pos", tls=tls,
+                         start_at=BACKUP,
+                         source=(donor, donor_dialect) if donor_dialect else None)
         self.id = StepId(StepKind.POINT_REPLICA, recipient, "catch-up")
         self.title = (f"Let {recipient} catch up: replicate from {donor} (for now) from the "
                       "backup's point")
@@ -365,7 +375,8 @@ def hot_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
     return [*steps,
             CatchUp(recipient, dialects[recipient], donor, address=d_host.address,
                     port=d_host.mysql.port, user=repl.user, password_env=repl.password_env,
-                    gtid=gtid, ssl=repl.ssl),
+                    gtid=gtid, tls=decide_tls(repl, facts.tls.get(donor)),
+                    donor_dialect=dialects[donor]),
             CaughtUp(recipient, dialects[recipient], repl.healthy_timeout, donor),
             freeze,
             SwitchOver(recipient, donor, dialects[recipient], gtid=gtid, session=freeze.session,

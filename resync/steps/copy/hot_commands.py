@@ -38,7 +38,9 @@ from resync.steps.copy.commands import (
     CopySpec,
     _compress,
     _decompress,
-    relay_installs,
+    relay_prelude,
+    relay_receiver,
+    relay_sender,
     tagged,
 )
 from resync.steps.direction.gtid import parse_gtid_list
@@ -211,16 +213,16 @@ def stream_ends(spec: CopySpec, source: tuple[str | Ref, ...], sink: str,
     """THE TRANSPORT SEAM: `source` (donor, ends with `| `) -> the wire -> `sink` (recipient,
     reads stdin). Returns (what to run first, one after the other; the receiving end; the
     sending end). Today the copy relay: each end counts and checksums the wire bytes and prints
-    `RESYNC sent|received bytes=N <digest>=HEX` (relay.REPORT) on stderr. `after_send` runs on
-    the donor once the pipeline has ended, its exit status in $rc."""
+    `RESYNC sent|received bytes=N <digest>=HEX` (relay.REPORT) on stderr; the receiver lets in
+    only the donor with the run's one-time token. `after_send` runs on the donor once the
+    pipeline has ended, its exit status in $rc."""
     limit = (f"pv -q -L {int(spec.rate_limit_mb_per_s * 1_000_000)} | "
              if spec.rate_limit_mb_per_s else "")
-    send = relay.relay("send", spec.listen_address, spec.port, spec.digest)
-    recv = relay.relay("receive", spec.listen_address, spec.port, spec.digest)
-    return (relay_installs(spec),
-            tagged(spec.recipient, f"set -euo pipefail; {recv} | {_decompress(spec)}{sink}"),
-            tagged(spec.donor, "set -euo pipefail; ", *source,
-                   f"{limit}{_compress(spec)}{send} || rc=$?; {after_send}"))
+    return (relay_prelude(spec),
+            tagged(spec.recipient, "set -euo pipefail; ", *relay_receiver(spec),
+                   f" | {_decompress(spec)}{sink}"),
+            tagged(spec.donor, "set -euo pipefail; ", *source, f"{limit}{_compress(spec)}",
+                   *relay_sender(spec), f" || rc=$?; {after_send}"))
 
 
 def wire_report(output: str, sent: bool) -> str:

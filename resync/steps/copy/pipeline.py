@@ -9,6 +9,7 @@ byte count and checksum of the wire stream) before the recipient may start.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,13 +37,14 @@ from resync.steps.copy.commands import (
     CopySpec,
     bandwidth_probe,
     clear_partial,
-    exclusion_notes,
+    copy_notes,
     receiver,
-    relay_installs,
+    relay_prelude,
+    restore_kept,
     sender,
     stop_leftovers,
 )
-from resync.steps.copy.relay import REPORT
+from resync.steps.copy.relay import PROBE_TOKEN_SHA256, REPORT
 from resync.steps.services import require_stopped
 from resync.transport.local import CommandResult
 
@@ -50,6 +52,11 @@ POLL_SECONDS = 1.0
 # what each end saw: "tar=<bytes> wire=<bytes> crc32=<hex>" (ssh: "tar=<bytes>")
 SENT_STREAM = Key("copy.sent")
 RECEIVED_STREAM = Key("copy.received")
+# the connections the receiving relay turned away ("<ip>: why; ..."; None: none), the copy's
+# and the bandwidth probe's
+REJECTED_PEERS = Key("copy.rejected_peers")
+PROBE_REJECTED_PEERS = Key("probe.rejected_peers")
+REJECTED = re.compile(r"^RESYNC rejected peer (.*)$", re.MULTILINE)
 PROBE_TIMEOUT = 120.0  # seconds: a probe slower than ~1 MB/s says enough
 
 
@@ -81,7 +88,8 @@ def progress_poll(spec: CopySpec, stall_timeout: float) -> Poll:
 
 class StreamEnds(Composite):
     """The two ends of a copy (or of a bandwidth probe): receiver first, then the sender.
-    `prelude`: run first, one after the other (the relay written on each host)."""
+    `prelude`: run first, one after the other (the relay written on each host, the run's token
+    made on the donor)."""
 
     def __init__(self, spec: CopySpec, recv: Shell | None, send: Shell, *, listen_timeout: float,
                  stall_timeout: float | None, title: str, prelude: tuple[Shell, ...] = ()) -> None:
@@ -90,6 +98,7 @@ class StreamEnds(Composite):
         # without a watch (a probe), the ends are given this long (None: a watched copy)
         self.wait_timeout: float | None = None
         self.host, self.title = spec.donor, title
+        self.rejected_into = REJECTED_PEERS
 
     def parts(self) -> tuple[Leaf, ...]:
         out: list[Leaf] = list(self.prelude)
@@ -139,6 +148,8 @@ def run_ends(run: CompositeRun, ends: StreamEnds) -> EndResults:
     sending.finish(sent)
     if receiving is not None and received is not None:
         receiving.finish(received)
+        rejected = REJECTED.findall(received.stderr)
+        run.capture(ends.rejected_into, "; ".join(rejected) if rejected else None)
     failed = [(name, r) for name, r in (("sender", sent), ("receiver", received))
               if r is not None and not r.ok]
     if failed:  # both: the sender's complaint (a reset) is often the receiver's failure seen
@@ -276,10 +287,12 @@ class CopyDatadir(Step):
         self.title = f"Copy the datadir {spec.donor} -> {spec.recipient} ({spec.label()})"
         self.hosts = (spec.donor, spec.recipient)
         self.summary = spec.summary()
-        self.notes = exclusion_notes(spec.excludes)
+        self.notes = copy_notes(spec)
         self.why = ("cold physical copy into the recipient's empty datadir; " +
-                    ("plaintext on the wire: only across trusted networks" if spec.method == "stream"
-                     else "encrypted by OpenSSH") + f"; both ends' {spec.checked()}")
+                    ("plaintext on the wire: only across trusted networks; the receiver lets in "
+                     "only the donor's address with the run's one-time token"
+                     if spec.method == "stream" else "encrypted by OpenSSH") +
+                    f"; both ends' {spec.checked()}; the recipient keeps its own keys")
 
     def plan(self) -> tuple[Action, ...]:
         s = self.spec
@@ -289,9 +302,10 @@ class CopyDatadir(Step):
                 *require_stopped(s.recipient, s.recipient_datadir, why),
                 clear_partial(s),
                 CopyEnds(s, receiver(s), sender(s), listen_timeout=self.listen_timeout,
-                         stall_timeout=self.stall_timeout, prelude=relay_installs(s),
+                         stall_timeout=self.stall_timeout, prelude=relay_prelude(s),
                          title=f"copy {s.donor}:{s.donor_datadir} -> "
-                               f"{s.recipient}:{s.recipient_datadir}"))
+                               f"{s.recipient}:{s.recipient_datadir}"),
+                restore_kept(s))
 
 
 class BandwidthProbe(StreamEnds):
@@ -301,11 +315,12 @@ class BandwidthProbe(StreamEnds):
         probe_spec = replace(spec, compress="none")
         recv, send = bandwidth_probe(probe_spec, nbytes)
         super().__init__(probe_spec, recv, send, listen_timeout=10, stall_timeout=None,
-                         prelude=relay_installs(probe_spec),
+                         prelude=relay_prelude(probe_spec, PROBE_TOKEN_SHA256),
                          title=f"bandwidth probe: {nbytes // 2**20} MB of zeros through the copy "
                                "transport")
         self.nbytes = nbytes
         self.wait_timeout = PROBE_TIMEOUT
+        self.rejected_into = PROBE_REJECTED_PEERS
 
     def execute(self, run: CompositeRun) -> None:
         ends = run_ends(run, self)

@@ -36,6 +36,7 @@ from resync.steps.preflight.layout import (
     settings_match,
     tablespace_files_sql,
 )
+from resync.steps.preflight.tls import replication_tls_check
 from resync.steps.preflight.verdicts import (
     DISK_FACTOR,
     captured_layout,
@@ -145,6 +146,8 @@ def build_checks(loaded: LoadedRunbook, spec: CopySpec, down: frozenset[str],
             lambda c: not_a_mount_point(c, recipient, datadir)))
     if donor not in down:
         checks.append(_replication_user_check(loaded))
+    if (tls := replication_tls_check(loaded, down, versions)) is not None:
+        checks.append(tls)
     tools_of = (ebs_tools(loaded) if spec.method == "ebs"
                 else (donor_tools(spec), recipient_tools(spec)))
     for host, tools in zip((donor, recipient), tools_of, strict=True):

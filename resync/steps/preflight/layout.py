@@ -158,7 +158,13 @@ def own_files(listing: str, excludes: Sequence[str], host: str) -> str:
     pem = [n for n in names if n.endswith(".pem")]
     out: list[str] = []
     if pem:
-        out.append(f"{host}'s TLS keys ({', '.join(pem)}) are replaced by the donor's copy")
+        kept = [n for n in pem if f"./{n}" in excludes]
+        replaced = [n for n in pem if f"./{n}" not in excludes]
+        if kept:
+            out.append(f"{host}'s own TLS keys ({', '.join(kept)}) are not copied over: they "
+                       "are put back from its old datadir after the copy")
+        if replaced:
+            out.append(f"{host}'s {', '.join(replaced)} are replaced by the donor's copy")
     if "mysqld-auto.cnf" in names:
         copied = "./mysqld-auto.cnf" not in excludes
         out.append("its mysqld-auto.cnf (SET PERSIST settings) is " +

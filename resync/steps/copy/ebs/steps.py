@@ -29,7 +29,8 @@ from resync.steps.copy.commands import (
     TAR_WRITTEN,
     CopySpec,
     clear_partial,
-    exclusion_notes,
+    copy_notes,
+    restore_kept,
     stop_leftovers,
     tagged,
 )
@@ -55,6 +56,7 @@ from resync.steps.copy.ebs.keys import (
     WRITE_LOCK_SECONDS,
     EbsTargets,
 )
+from resync.steps.copy.ebs.swap import KEPT_ASIDE
 from resync.steps.copy.pipeline import StreamEnds, run_ends
 from resync.steps.services import require_stopped
 
@@ -258,14 +260,14 @@ class CopyFromVolume(Step):
         self.summary = (f"ebs: the new volume (the donor's snapshot), read-only on {spec.recipient} "
                         f"→ {spec.recipient}:{spec.recipient_datadir} with tar on "
                         f"{spec.recipient}; tar's byte counts compared")
-        self.notes = exclusion_notes(spec.excludes)
+        self.notes = copy_notes(spec)
 
     def plan(self) -> tuple[Action, ...]:
         s = self.spec
         return (stop_leftovers(s.recipient),  # of a killed attempt
                 *require_stopped(s.recipient, s.recipient_datadir, "the copy needs it stopped"),
                 unmount(s.recipient), clear_partial(s), mount_read_only(s.recipient),
-                VolumeCopyEnds(s, self.stall_timeout), unmount(s.recipient))
+                VolumeCopyEnds(s, self.stall_timeout), unmount(s.recipient), restore_kept(s))
 
     def undo_plan(self) -> tuple[Action, ...]:
         # a copy a killed run left reading the volume would keep it busy
@@ -291,9 +293,10 @@ class ReleaseVolume(Step):
 
     def plan(self) -> tuple[Action, ...]:
         s = self.settings
-        if self.swap:
-            return (() if s.keep_snapshot else
-                    (delete_snapshot(SNAPSHOT, region=s.region, missing_ok=True),))
+        if self.swap:  # and the copy of the recipient's own keys made before the swap
+            return ((() if s.keep_snapshot else
+                     (delete_snapshot(SNAPSHOT, region=s.region, missing_ok=True),)) +
+                    (Shell.line(self.recipient, "rm -rf -- ", *KEPT_ASIDE, privileged=True),))
         return (unmount(self.recipient),
                 *teardown(self.targets.recipient_instance, keep_snapshot=s.keep_snapshot,
                           region=s.region, missing_ok=True))

@@ -24,7 +24,7 @@ from resync.model.ebs import EbsSettings
 from resync.model.keys import RUN_ID, Key, StepId, StepKind
 from resync.run.executor import CompositeRun
 from resync.steps.base import Step
-from resync.steps.copy.commands import CopySpec, tagged
+from resync.steps.copy.commands import CopySpec, copy_kept, kept_note, restore_kept, tagged
 from resync.steps.copy.ebs import recipient_device_actions
 from resync.steps.copy.ebs.aws import VOLUME, attach_volume, wait_attached, wait_volume_available
 from resync.steps.copy.ebs.cleanup import detach_volume
@@ -65,6 +65,21 @@ def restore_fstab(host: str, settings: EbsSettings) -> Shell:
                       f"sync {f}.resync-tmp; mv -f {f}.resync-tmp {f}; fi", privileged=True)
 
 
+# the recipient's own key files (and keep_on_recipient), copied beside the data mount before the
+# swap takes its old filesystem away; put back into the new datadir after it; gone with the run
+KEPT_ASIDE: tuple[str | Ref, ...] = (Ref(OLD_MOUNT), ".resync-kept-", Ref(RUN_ID))
+
+
+def keep_aside(spec: CopySpec) -> Shell:
+    """While the old filesystem is still mounted (a repeat after the swap finds the new one and
+    leaves the copy it made alone): its files to keep copied aside, root's directory (0700)."""
+    return Shell.line(spec.recipient, "src=$(findmnt -n -o SOURCE --mountpoint ", Ref(OLD_MOUNT),
+                      " || true); if [ -n \"$src\" ] && [ \"$src\" != ", Ref(RECIPIENT_DEVICE),
+                      " ]; then rm -rf -- ", *KEPT_ASIDE, " && mkdir -m 0700 -- ", *KEPT_ASIDE,
+                      " && ( ", *copy_kept(spec, (q(spec.recipient_datadir),), KEPT_ASIDE),
+                      " ); fi", privileged=True)
+
+
 def remove_donor_files(spec: CopySpec) -> Shell:
     """The copy's exclusions, deleted from the copied datadir: the donor's logs, replication
     state and identity are not the recipient's (find -path: tar's --exclude patterns)."""
@@ -86,6 +101,8 @@ class SwapVolume(Step):
         self.hosts = (spec.recipient,)
         self.why = (f"its data mount and the {settings.fstab} line change to the new volume; the "
                     "old volume, with the old datadir whole, is kept detached until cleanup")
+        self.notes = (kept_note(spec, "its old volume (copied aside beside the data mount "
+                                      "before the swap)"),)
 
     def plan(self) -> tuple[Action, ...]:
         s, host = self.settings, self.spec.recipient
@@ -94,6 +111,7 @@ class SwapVolume(Step):
             *require_stopped(host, self.spec.recipient_datadir, "refusing to swap its volume"),
             *self.gate,
             *logs_aside(host, self.spec.recipient_datadir, undo=False),
+            keep_aside(self.spec),
             # the old filesystem off (unless a repeat finds the new one there already)
             Shell.line(host, "src=$(findmnt -n -o SOURCE --mountpoint ", m, " || true); if [ -n "
                        "\"$src\" ] && [ \"$src\" != ", Ref(RECIPIENT_DEVICE), " ]; then umount ",
@@ -106,7 +124,8 @@ class SwapVolume(Step):
             Shell.line(host, "blkid -s UUID -o value ", Ref(RECIPIENT_DEVICE), privileged=True,
                        into=NEW_UUID),
             rewrite_fstab(host, s),
-            remove_donor_files(self.spec))
+            remove_donor_files(self.spec),
+            restore_kept(self.spec, KEPT_ASIDE))
 
     def undo_plan(self) -> tuple[Action, ...]:
         s, host = self.settings, self.spec.recipient
@@ -127,7 +146,8 @@ class SwapVolume(Step):
                                       serial_overrides=s.test_serials),
             Shell.line(host, "mountpoint -q ", m, " || mount ", Ref(OLD_DEVICE), " ", m,
                        privileged=True),
-            *logs_aside(host, self.spec.recipient_datadir, undo=True))
+            *logs_aside(host, self.spec.recipient_datadir, undo=True),
+            Shell.line(host, "rm -rf -- ", *KEPT_ASIDE, privileged=True))
 
 
 def wait_detached(volume: Ref, region: str | None) -> Leaf:
