@@ -17,7 +17,10 @@ import yaml
 from resync.actions.dialect import ServerVersion, dialect_for
 from resync.testing.sandbox import REPL_PASSWORD_ENV, SANDBOX_PASSWORD_ENV, Sandbox
 
-COPY_PORT = 17900 + os.getpid() % 90
+# the suite runs in two xdist workers (README): each takes its own half of the range, and two
+# suites on one machine are kept apart by their pids
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+COPY_PORT = 17900 + (_WORKER % 2) * 45 + os.getpid() % 45
 
 
 def write_runbook(tmp_path: Path, pair: Any, *, donor: str, recipient: str, mode: str = "auto",
