@@ -53,7 +53,13 @@ from resync.steps.replication import (
     decide_tls,
     fact_tls,
 )
-from resync.steps.services import PreflushDonor, StartService, StopService, start_read_only
+from resync.steps.services import (
+    PreflushDonor,
+    ServerStart,
+    StartService,
+    StopService,
+    start_read_only,
+)
 from resync.steps.verify import VerifyData
 from resync.steps.window import with_window
 from resync.steps.writable import MakeWritable
@@ -238,7 +244,8 @@ def build_plan(loaded: LoadedRunbook, facts: PlanFacts) -> Plan:
                              down=facts.down, gtid_enabled=facts.gtid_enabled)
     # a donor found stopped when its lock must be taken again (a run killed while stopping it)
     # is started read-only first: locked and captured again, it is then stopped again
-    restart_donor = start_read_only(donor, d_host.db_service, dialects[donor])
+    restart_donor = start_read_only((ServerStart(donor, d_host.db_service, d_host.datadir, "donor",
+                                                 dialects[donor]),))
     stop_replication: list[Step] = [
         StopReplication(donor, dialects[donor], "donor, replica of the old primary",
                         user=rb.replication.user, password_env=rb.replication.password_env,
@@ -316,8 +323,10 @@ def cold_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
                                 for s in d_dialect.set_read_only(True)))),
         CopyDatadir(spec, stall_timeout=rb.copy_.stall_timeout,
                     listen_timeout=rb.copy_.listen_timeout),
-        StartService(recipient, r_host.db_service, r_host.datadir, "recipient", r_dialect),
-        StartService(donor, d_host.db_service, d_host.datadir, "donor", d_dialect)]
+        # both in the write-downtime: started together, in the time of the slower one
+        StartService(ServerStart(recipient, r_host.db_service, r_host.datadir, "recipient",
+                                 r_dialect),
+                     ServerStart(donor, d_host.db_service, d_host.datadir, "donor", d_dialect))]
 
 
 def ebs_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
@@ -356,4 +365,5 @@ def ebs_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
         steps += [SwapVolume(spec, settings, targets),
                   *([PrewarmData(spec, rb.copy_.stall_timeout)] if settings.prewarm else [])]
     return [*steps,
-            StartService(recipient, r_host.db_service, r_host.datadir, "recipient", r_dialect)]
+            StartService(ServerStart(recipient, r_host.db_service, r_host.datadir, "recipient",
+                                     r_dialect))]

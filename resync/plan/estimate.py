@@ -13,14 +13,16 @@ PROBE_BYTES = 128 * 1024 * 1024
 # The write-downtime of a cold copy, phase by phase, from the lock on the donor until the new
 # primary is writable. Measured here (sandbox pair, 2 cores, 370 MB datadir, the donor's dirty
 # pages flushed before the lock, service scripts that return once the server is ready or gone,
-# as systemctl does): lock 0.04-0.17 s, donor shutdown 0.36 s, copy step = transfer + 0.2 s
-# (ends started, checked), starts 0.37-0.41 s for both, re-pointing 0.13-0.15 s (the engine
-# logs flushed first make RESET MASTER immediate). Rounded up; the copy is the one that scales.
+# as systemctl does): lock 0.04-0.17 s, donor shutdown 0.21-0.36 s, copy step = transfer +
+# 0.3-0.8 s (the relay written and started on both ends, the listener awaited, the ends'
+# reports compared), starts 0.30-0.43 s for both (started together), re-pointing 0.15-0.18 s
+# (the engine logs flushed first make RESET MASTER immediate). Rounded up where they vary; the
+# copy is the one that scales.
 PHASE_SECONDS = {
     "lock": 0.1,  # FLUSH TABLES WITH READ LOCK, coordinates
     "donor_shutdown": 0.2,  # a clean shutdown after the pre-flush (few dirty pages left)
-    "copy_setup": 0.2,  # the copy step's own work around the transfer
-    "starts": 0.4,  # both servers started read-only
+    "copy_setup": 0.5,  # the copy step's own work around the transfer
+    "starts": 0.3,  # both servers started read-only, together
 }
 REPOINT_SECONDS = {True: 0.15, False: 0.1}  # old primary rebuilt (binlogs reset, lock) : replica
 # dirty pages a shutdown may still flush (the pre-flush waits until at most this many remain)

@@ -6,6 +6,9 @@ a server that stopped answering may still be flushing its buffer pool.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from resync.actions.conditions import (
     Answers,
     ColumnAtMost,
@@ -17,9 +20,22 @@ from resync.actions.conditions import (
 )
 from resync.actions.dialect import Dialect
 from resync.actions.quoting import q
-from resync.actions.types import Action, Capture, Leaf, Poll, Probe, Ref, Shell, Sql, When
+from resync.actions.types import (
+    Action,
+    Capture,
+    Composite,
+    Leaf,
+    Poll,
+    Probe,
+    Ref,
+    Shell,
+    Sql,
+    When,
+)
+from resync.model.errors import HostError
 from resync.model.keys import Key, StepId, StepKind, server_up
 from resync.model.runbook import ServiceSettings
+from resync.run.executor import CompositeRun, Started
 from resync.steps.base import Step
 
 WAIT_INTERVAL = 0.25
@@ -59,21 +75,69 @@ def _command(host: str, service: ServiceSettings, up: bool) -> Shell:
                       timeout=service.timeout)
 
 
-def start_read_only(host: str, service: ServiceSettings, dialect: Dialect) -> tuple[Action, ...]:
-    """Start the server so that no client without admin rights can write and no replication
+@dataclass(frozen=True)
+class ServerStart:
+    """One server a start step brings up: where, with which commands, in which dialect."""
+
+    host: str
+    service: ServiceSettings
+    datadir: str
+    role: str  # recipient, donor
+    dialect: Dialect
+
+
+class Concurrently(Composite):
+    """Commands on several hosts started together, each waited for (its own timeout) and
+    journaled: two servers start in the time of the slower one, and both starts are inside
+    the write-downtime. A failure of either fails the action once both have ended."""
+
+    def __init__(self, title: str, commands: tuple[Shell, ...]) -> None:
+        self.title, self.commands = title, commands
+        self.host = commands[0].host
+
+    def parts(self) -> tuple[Leaf, ...]:
+        return self.commands
+
+    def execute(self, run: CompositeRun) -> None:
+        started: list[Started] = []
+        try:
+            for index in range(len(self.commands)):
+                started.append(run.start(index))
+            results = [(end, end.handle.wait(timeout=end.part.timeout)) for end in started]
+        except BaseException as exc:
+            for end in started:
+                end.handle.kill()
+                end.killed(f"stopped: {exc}")
+            raise
+        for end, result in results:
+            end.finish(result)
+        failed = [result for _, result in results if not result.ok]
+        if failed:
+            first = failed[0]
+            raise HostError(first.host, first.command, first.exit_code, first.tail())
+
+
+def _dropin_lines(server: ServerStart) -> str:
+    return "\\n".join(("# written by resync for one start; removed once the server runs",
+                        "[mysqld]", *server.dialect.read_only_options()))
+
+
+def start_read_only(servers: Sequence[ServerStart]) -> tuple[Action, ...]:
+    """Start the servers so that no client without admin rights can write and no replication
     thread starts: read_only (and super_read_only on MySQL) and skip-replica-start in the
-    runbook's option-file drop-in for this one start; read_only set again once it answers
-    (without a drop-in that is the only protection, and a client could write in between)."""
-    actions: list[Action] = []
-    if service.config_dropin:
-        lines = "\\n".join(("# written by resync for one start; removed once the server runs",
-                             "[mysqld]", *dialect.read_only_options()))
-        actions.append(Shell.line(host, f"printf '{lines}\\n' > {q(service.config_dropin)}",
-                                  privileged=True))
-    actions += [_command(host, service, True), wait_started(host, service.timeout)]
-    if service.config_dropin:
-        actions.append(Shell.line(host, f"rm -f {q(service.config_dropin)}", privileged=True))
-    actions += [Sql(host, s.sql) for s in dialect.set_read_only(True)]
+    runbook's option-file drop-in for this one start; read_only set again once each answers
+    (without a drop-in that is the only protection, and a client could write in between).
+    Several servers are started together (Concurrently)."""
+    actions: list[Action] = [
+        Shell.line(s.host, f"printf '{_dropin_lines(s)}\\n' > {q(s.service.config_dropin)}",
+                   privileged=True) for s in servers if s.service.config_dropin]
+    starts = tuple(_command(s.host, s.service, True) for s in servers)
+    actions.append(starts[0] if len(starts) == 1 else Concurrently(
+        "start " + " and ".join(s.host for s in servers) + " together", starts))
+    actions += [wait_started(s.host, s.service.timeout) for s in servers]
+    actions += [Shell.line(s.host, f"rm -f {q(s.service.config_dropin)}", privileged=True)
+                for s in servers if s.service.config_dropin]
+    actions += [Sql(s.host, st.sql) for s in servers for st in s.dialect.set_read_only(True)]
     return tuple(actions)
 
 
@@ -101,28 +165,39 @@ class StopService(Step):
 
 
 class StartService(Step):
-    def __init__(self, host: str, service: ServiceSettings, datadir: str, role: str,
-                 dialect: Dialect) -> None:
-        self.host_name, self.service, self.datadir, self.dialect = host, service, datadir, dialect
-        self.id = StepId(StepKind.START_SERVICE, host)
-        self.title = f"Start MySQL on {host} ({role}), read-only"
-        self.hosts = (host,)
+    """Start the recipient (and, when it was stopped for the copy, the donor with it), read-only.
+    One server: `start-service:<host>`; two: `start-service:<a>+<b>`, started together."""
+
+    def __init__(self, *servers: ServerStart) -> None:
+        self.servers = servers
+        hosts = tuple(s.host for s in servers)
+        self.host_name = hosts[0]
+        self.id = StepId(StepKind.START_SERVICE, "+".join(hosts))
+        self.title = ("Start MySQL on " + " and ".join(f"{s.host} ({s.role})" for s in servers)
+                      + (" together" if len(servers) > 1 else "") + ", read-only")
+        self.hosts = hosts
+        no_dropin = [s.host for s in servers if not s.service.config_dropin]
         self.why = ("the copy is complete and matched on both ends; the server comes up "
                     "read-only with replication stopped: nothing can write to it until "
-                    "replication is configured" + ("" if service.config_dropin else
-                                                  " (no service.config_dropin in the runbook: "
+                    "replication is configured" + ("" if not no_dropin else
+                                                  f" (no service.config_dropin for "
+                                                  f"{', '.join(no_dropin)} in the runbook: "
                                                   "read_only is set right after it answers)"))
 
     def plan(self) -> tuple[Action, ...]:
-        return start_read_only(self.host_name, self.service, self.dialect)
+        return start_read_only(self.servers)
 
     def undo_plan(self) -> tuple[Action, ...]:
         # a run killed between writing the drop-in and removing it leaves it behind: the
         # server started again by the rollback would come up read-only for good
-        dropin = ((Shell.line(self.host_name, f"rm -f {q(self.service.config_dropin)}",
-                              privileged=True),) if self.service.config_dropin else ())
-        return (_command(self.host_name, self.service, False),
-                *wait_stopped(self.host_name, self.datadir, self.service.timeout), *dropin)
+        out: list[Action] = []
+        for s in self.servers:
+            out += [_command(s.host, s.service, False),
+                    *wait_stopped(s.host, s.datadir, s.service.timeout)]
+            if s.service.config_dropin:
+                out.append(Shell.line(s.host, f"rm -f {q(s.service.config_dropin)}",
+                                      privileged=True))
+        return tuple(out)
 
 
 # a few pages left to flush at shutdown (16 MB of 16 KiB pages): well under a second of writes

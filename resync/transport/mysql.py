@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -135,6 +136,26 @@ class Session:
         return f"error {code}: {text}" if code else text
 
 
+@functools.cache
+def _unverified_context() -> ssl.SSLContext:
+    """The context of TLS `preferred` without a CA: encryption if offered, nothing verified.
+    One for the process: pymysql's own default builds a new one for every connection and
+    loads the system's CA store into it (~50 ms, though CERT_NONE never reads it), and the
+    polls for a server going down or coming up connect many times inside the write-downtime."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        # pymysql (1.1+) asks for `{}` in its preferred mode: no CA, no verification
+        if isinstance(sslp, dict) and not sslp:
+            return _unverified_context()
+        return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
+
+
 def connect(spec: ConnectionSpec) -> Session:
     kwargs: dict[str, Any] = {
         "user": spec.user, "connect_timeout": spec.connect_timeout, "autocommit": True,
@@ -151,7 +172,7 @@ def connect(spec: ConnectionSpec) -> Session:
         kwargs["read_default_file"] = spec.defaults_file
     _tls_arguments(spec, kwargs)
     try:
-        conn = pymysql.connect(**kwargs)
+        conn = _Connection(**kwargs)
     except pymysql.MySQLError as exc:
         raise _connect_error(spec, exc) from None
     session = Session(spec, conn)

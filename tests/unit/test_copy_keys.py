@@ -91,7 +91,9 @@ def _restores(plan: Plan, recipient: str) -> tuple[int, int, Shell]:
     for i, step in enumerate(plan.steps):
         for leaf in _leaves(step):
             if isinstance(leaf, Shell) and leaf.into == KEPT:
-                return i, keys.index(f"start-service:{recipient}"), leaf
+                start = next(k for k in keys if k.startswith("start-service:")
+                             and recipient in k.split(":", 1)[1].split("+"))
+                return i, keys.index(start), leaf
     raise AssertionError("no action puts the recipient's own files back")
 
 

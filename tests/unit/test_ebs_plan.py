@@ -143,7 +143,7 @@ def test_ebs_section_without_the_method_names_the_line(tmp_path: Path) -> None:
     assert f"rb.yaml:{bad.splitlines().index('copy:') + 1}: copy:" in str(err)
 
 
-@pytest.mark.parametrize(("writable", "expected"), [(True, 2.0), (False, 2 + 100 + 60 + 20 + 0.2 + 0.15)])
+@pytest.mark.parametrize(("writable", "expected"), [(True, 2.0), (False, 2 + 100 + 60 + 20 + 0.15 + 0.15)])
 def test_estimate_in_seconds(writable: bool, expected: float) -> None:
     e = EbsEstimate(volume_gib=100, used_bytes=10_000_000_000, datadir_bytes=1_000_000_000,
                     donor_writable_after=writable)

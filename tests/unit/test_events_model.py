@@ -91,13 +91,13 @@ def test_phases_of_a_cold_copy_begin_and_end_with_their_seconds(tmp_path: Path) 
     recorder, events, _ = walk(plan, tmp_path)
     events.finished(EventName.SUCCESS, "done")
 
-    # preflight (1 step) | copy (8 steps: stop db2 .. start db1) | replication (3) | verify (1);
-    # the lock window: read-lock:db1 started -> make-writable:db1 done (8 steps, 40 s)
+    # preflight (1 step) | copy (7 steps: stop db2 .. start db2+db1) | replication (3) |
+    # verify (1); the lock window: read-lock:db1 started -> make-writable:db1 done (7 steps, 35 s)
     assert phases(recorder) == [
         ("preflight", "begin", None), ("preflight", "end", 5.0),
         ("copy", "begin", None), ("lock window", "begin", None),
-        ("copy", "end", 40.0), ("replication", "begin", None),
-        ("lock window", "end", 40.0),
+        ("copy", "end", 35.0), ("replication", "begin", None),
+        ("lock window", "end", 35.0),
         ("replication", "end", 15.0), ("verify", "begin", None),
         ("verify", "end", 5.0)]
     names = [e.name for e in recorder.events]

@@ -91,7 +91,7 @@ def test_old_primary_plan_structure() -> None:
         # only the donor inside the lock window: the recipient stops and goes aside first
         "preflight", "stop-service:db1", "move-datadir-aside:db1", "stop-replication:db2",
         "preflush:db2", "read-lock:db2:donor", "stop-service:db2",
-        "copy-datadir:db2->db1", "start-service:db1", "start-service:db2",
+        "copy-datadir:db2->db1", "start-service:db1+db2",
         "reset-binlogs:db1", "read-lock:db1:source", "point-replica:db2", "wait-replica:db2",
         "unlock:db1", "make-writable:db1", "verify-data:db1=db2",
     ]
@@ -122,7 +122,7 @@ def test_replica_plan_structure() -> None:
     assert keys == [
         "preflight", "stop-service:db2", "move-datadir-aside:db2", "preflush:db1",
         "read-lock:db1:source", "stop-service:db1",
-        "copy-datadir:db1->db2", "start-service:db2", "start-service:db1",
+        "copy-datadir:db1->db2", "start-service:db2+db1",
         "point-replica:db2", "wait-replica:db2", "make-writable:db1", "verify-data:db1=db2",
     ]
     assert not any(k.startswith(("reset-binlogs", "stop-replication", "unlock")) for k in keys)

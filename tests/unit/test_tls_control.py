@@ -45,14 +45,14 @@ def connected(monkeypatch: pytest.MonkeyPatch, s: ConnectionSpec,
     def fake(**kwargs: Any) -> FakeConnection:
         seen.update(kwargs)
         return FakeConnection(encrypted)
-    monkeypatch.setattr(mysql.pymysql, "connect", fake)
+    monkeypatch.setattr(mysql, "_Connection", fake)
     return seen, connect(s)
 
 
 def failing(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
     def fake(**kwargs: Any) -> None:
         raise exc
-    monkeypatch.setattr(mysql.pymysql, "connect", fake)
+    monkeypatch.setattr(mysql, "_Connection", fake)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +126,13 @@ def test_an_unreachable_server_stays_unreachable(monkeypatch: pytest.MonkeyPatch
 def test_a_missing_ca_file_is_refused_before_connecting(tmp_path: Path) -> None:
     with pytest.raises(TLSRefused, match=r"cannot use the TLS files of mysql\.tls"):
         connect(spec(ca=str(tmp_path / "missing.pem")))
+
+
+def test_preferred_mode_shares_one_unverified_context() -> None:
+    """pymysql's preferred mode built a context per connection and loaded the system's CA store
+    into it (~50 ms each; the polls around a restart connect many times in the write-downtime):
+    one context now, as unverified as pymysql's own."""
+    first = mysql._Connection._create_ssl_ctx(None, {})  # type: ignore[arg-type]
+    assert first is mysql._Connection._create_ssl_ctx(None, {})  # type: ignore[arg-type]
+    assert first.verify_mode is ssl.CERT_NONE and first.check_hostname is False
+    assert first.cert_store_stats()["x509_ca"] == 0  # no CA store loaded

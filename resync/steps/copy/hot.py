@@ -115,7 +115,13 @@ from resync.steps.copy.pipeline import RECEIVED_STREAM, SENT_STREAM, StreamEnds,
 from resync.steps.datadir import MoveDatadirAside
 from resync.steps.locking import capture_coordinates, lock_session, read_lock
 from resync.steps.replication import PointReplica, TLSDecision, WaitReplicaHealthy, decide_tls
-from resync.steps.services import StartService, StopService, answers_probe, require_stopped
+from resync.steps.services import (
+    ServerStart,
+    StartService,
+    StopService,
+    answers_probe,
+    require_stopped,
+)
 
 if TYPE_CHECKING:
     from resync.plan.build import PlanFacts
@@ -366,7 +372,8 @@ def hot_copy_steps(loaded: LoadedRunbook, facts: PlanFacts, spec: CopySpec,
         StopService(recipient, r_host.db_service, r_host.datadir, "recipient"),
         MoveDatadirAside(recipient, r_host.datadir, r_host.owner, gate=recheck),
         copy,
-        StartService(recipient, r_host.db_service, r_host.datadir, "recipient", dialects[recipient])]
+        StartService(ServerStart(recipient, r_host.db_service, r_host.datadir, "recipient",
+                                 dialects[recipient]))]
     if not rebuild_primary:
         return steps
     repl = rb.replication
